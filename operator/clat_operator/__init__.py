@@ -1,0 +1,1 @@
+"""clat-operator: the kopf operator that injects the CLAT sidecar into opted-in pods."""
