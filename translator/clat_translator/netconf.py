@@ -1,0 +1,229 @@
+"""The pod network namespace, through netlink (pyroute2) and /proc/sys: links, addresses, routes.
+
+Everything here acts on the namespace the process runs in, as a container in a pod does.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+PROC_SYS = Path("/proc/sys")
+IPV6_OVERHEAD = 20  # an IPv6 header is 20 bytes longer than an option-less IPv4 one (RFC 7915)
+TCP_IPV4_HEADERS = 40  # advmss = MTU - IPv4 header - TCP header
+
+
+class NetconfError(RuntimeError):
+    """The namespace is not as the CLAT needs it; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """The interface of the IPv6 default route (or the one named by --uplink)."""
+
+    name: str
+    index: int
+    mtu: int
+    addresses: tuple[str, ...]
+
+
+@contextmanager
+def netlink() -> Iterator[IPRoute]:
+    ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _attr(msg: Any, name: str) -> Any:
+    return msg.get_attr(name)
+
+
+def link_index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+def link_kind(ipr: IPRoute, index: int) -> str | None:
+    link = ipr.get_links(index)[0]
+    info = _attr(link, "IFLA_LINKINFO")
+    return None if info is None else info.get_attr("IFLA_INFO_KIND")
+
+
+def find_uplink(ipr: IPRoute, name: str | None) -> Uplink:
+    """The uplink by name, else the device of the IPv6 default route."""
+    if name is None:
+        for route in ipr.get_routes(family=socket.AF_INET6, table=254):
+            if route["dst_len"] == 0 and _attr(route, "RTA_OIF"):
+                index = int(_attr(route, "RTA_OIF"))
+                break
+            multipath = _attr(route, "RTA_MULTIPATH")
+            if route["dst_len"] == 0 and multipath:
+                index = int(multipath[0]["oif"])
+                break
+        else:
+            raise NetconfError("no IPv6 default route: cannot find the uplink (give --uplink)")
+    else:
+        found = link_index(ipr, name)
+        if found is None:
+            raise NetconfError(f"uplink {name!r} does not exist")
+        index = found
+    link = ipr.get_links(index)[0]
+    addresses = tuple(
+        str(_attr(a, "IFA_ADDRESS"))
+        for a in ipr.get_addr(family=socket.AF_INET6, index=index)
+        if not ipaddress.IPv6Address(_attr(a, "IFA_ADDRESS")).is_link_local
+    )
+    return Uplink(
+        name=str(_attr(link, "IFLA_IFNAME")),
+        index=index,
+        mtu=int(_attr(link, "IFLA_MTU")),
+        addresses=addresses,
+    )
+
+
+def native_ipv4_route(ipr: IPRoute, ignore_device: str) -> str | None:
+    """A description of the IPv4 default route, if the namespace has one not via our TUN."""
+    ignore = link_index(ipr, ignore_device)
+    for route in ipr.get_routes(family=socket.AF_INET, table=254):
+        if route["dst_len"] != 0:
+            continue
+        oif = _attr(route, "RTA_OIF")
+        if oif is not None and oif == ignore:
+            continue
+        gateway = _attr(route, "RTA_GATEWAY")
+        device = "?"
+        if oif is not None:
+            device = str(_attr(ipr.get_links(oif)[0], "IFLA_IFNAME"))
+        return f"default via {gateway} dev {device}" if gateway else f"default dev {device}"
+    return None
+
+
+def delete_link(ipr: IPRoute, name: str) -> bool:
+    index = link_index(ipr, name)
+    if index is None:
+        return False
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+    return True
+
+
+def configure_tun(
+    ipr: IPRoute,
+    name: str,
+    clat_v4: str,
+    clat_v6: str,
+    ipv4_mtu: int,
+    device_mtu: int,
+    split_default: bool,
+) -> None:
+    """Address, MTU and routes of the TUN: the pod's IPv4 leaves through it, CLAT-v6 comes back."""
+    index = link_index(ipr, name)
+    if index is None:
+        raise NetconfError(f"TUN device {name} vanished")
+    ipr.link("set", index=index, mtu=device_mtu, state="up")
+    # RFC 7335: 192.0.0.1/32 is the host's IPv4 address behind a CLAT
+    ipr.addr("add", index=index, address=clat_v4, prefixlen=32)
+    metrics = {"RTAX_MTU": ipv4_mtu, "RTAX_ADVMSS": ipv4_mtu - TCP_IPV4_HEADERS}
+    # With --force a native default route may exist: two /1 routes win by prefix length
+    # without touching it (and vanish with the device).
+    defaults = [("0.0.0.0", 1), ("128.0.0.0", 1)] if split_default else [("0.0.0.0", 0)]
+    for dst, length in defaults:
+        ipr.route("replace", dst=dst, dst_len=length, oif=index, prefsrc=clat_v4, metrics=metrics)
+    ipr.route("replace", dst=clat_v6, dst_len=128, oif=index, family=socket.AF_INET6)
+
+
+def tun_routes_present(ipr: IPRoute, name: str, clat_v6: str) -> bool:
+    """The readiness check: the device is up and both routes are in place."""
+    index = link_index(ipr, name)
+    if index is None:
+        return False
+    v4 = any(
+        _attr(r, "RTA_OIF") == index and r["dst_len"] <= 1
+        for r in ipr.get_routes(family=socket.AF_INET, table=254)
+    )
+    v6 = any(
+        _attr(r, "RTA_OIF") == index
+        and r["dst_len"] == 128
+        and ipaddress.IPv6Address(_attr(r, "RTA_DST")) == ipaddress.IPv6Address(clat_v6)
+        for r in ipr.get_routes(family=socket.AF_INET6, table=254)
+    )
+    return v4 and v6
+
+
+# ---- sysctls ---------------------------------------------------------------------------------
+
+
+def sysctl_path(key: str) -> Path:
+    """Keys are /proc/sys paths ("net/ipv6/conf/all/forwarding"): interface names may hold dots."""
+    if ".." in key.split("/") or key.startswith("/"):
+        raise ValueError(f"bad sysctl key {key!r}")
+    return PROC_SYS / key
+
+
+def read_sysctl(key: str) -> str:
+    return sysctl_path(key).read_text().strip()
+
+
+def write_sysctl(key: str, value: str) -> None:
+    sysctl_path(key).write_text(value)
+
+
+class SysctlChanges:
+    """Sysctls we changed, with their original values, restorable in reverse order."""
+
+    def __init__(self, originals: Iterable[tuple[str, str]] = ()) -> None:
+        self.originals: dict[str, str] = dict(originals)
+        self.wanted: dict[str, str] = {}
+
+    def plan(self, key: str, value: str) -> bool:
+        """Remember `key`'s original value if it differs from `value`; True if it will change.
+
+        Planning before applying lets the caller record the originals somewhere safe first.
+        """
+        current = read_sysctl(key)
+        if current == value:
+            return False
+        self.originals.setdefault(key, current)
+        self.wanted[key] = value
+        return True
+
+    def apply(self) -> None:
+        for key, value in self.wanted.items():
+            write_sysctl(key, value)
+
+    def restore(self) -> list[str]:
+        """Put every original value back (newest change first); return the keys that failed."""
+        failed = []
+        for key, value in reversed(list(self.originals.items())):
+            try:
+                write_sysctl(key, value)
+            except OSError:
+                failed.append(key)
+        self.originals.clear()
+        return failed
+
+    def serialize(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.originals.items())
+
+    @classmethod
+    def parse(cls, text: str) -> SysctlChanges:
+        pairs = []
+        for item in text.split():
+            key, sep, value = item.partition("=")
+            if sep and key.startswith("net/") and value.lstrip("-").isdigit():
+                pairs.append((key, value))
+        return cls(pairs)
