@@ -1,0 +1,222 @@
+"""The `clat-translator` command: `run` the CLAT in this network namespace, or `discover`.
+
+Every flag also reads from the environment as CLAT_ + the flag's name in upper case with `_`
+(CLAT_PLAT_PREFIX, CLAT_DNS64_SERVER, ...); a flag on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from clat_translator import logs
+from clat_translator.discovery import RFC6052_LENGTHS, DiscoveryError, discover_rfc7050
+from clat_translator.health import parse_listen
+from clat_translator.runner import DEFAULT_CLAT_V4, RunSettings, Sidecar
+
+ENV_PREFIX = "CLAT_"
+MIN_MTU, MAX_MTU = 68, 65515  # RFC 791 minimum; 65535 - 20 so the IPv6 side still fits
+
+
+def plat_prefix(text: str) -> str:
+    try:
+        net = ipaddress.IPv6Network(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv6 prefix") from None
+    if net.prefixlen not in RFC6052_LENGTHS:
+        raise argparse.ArgumentTypeError(
+            f"{text}: RFC 6052 allows prefix lengths 32, 40, 48, 56, 64 and 96"
+        )
+    if net.prefixlen < 96 and net.network_address.packed[8] != 0:
+        raise argparse.ArgumentTypeError(f"{text}: bits 64-71 must be zero (RFC 6052 §2.2)")
+    return str(net)
+
+
+def ipv4_address(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+
+
+def ipv6_address(text: str) -> str:
+    try:
+        address = ipaddress.IPv6Address(text.split("/")[0] if text.endswith("/128") else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv6 address") from None
+    if address.is_multicast or address.is_unspecified or address.is_loopback:
+        raise argparse.ArgumentTypeError(f"{text}: not a unicast address")
+    return str(address)
+
+
+def dns_server(text: str) -> str:
+    try:
+        ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+    return text
+
+
+def mtu(text: str) -> int:
+    if not text.isdigit() or not MIN_MTU <= int(text) <= MAX_MTU:
+        raise argparse.ArgumentTypeError(f"{text!r}: an IPv4 MTU from {MIN_MTU} to {MAX_MTU}")
+    return int(text)
+
+
+def interface(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,15}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an interface name (1-15 characters)")
+    return text
+
+
+def listen(text: str) -> str:
+    try:
+        parse_listen(text)
+    except (ValueError, OSError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose defaults come from CLAT_* variables, checked like the flags."""
+
+    def add_env_argument(
+        self, flag: str, convert: Callable[[str], Any], help: str, **kwargs: Any
+    ) -> None:
+        env = _env_name(flag)
+        action = kwargs.get("action")
+        raw = os.environ.get(env)
+        if raw is not None:
+            try:
+                if action == "append":
+                    values = [convert(v) for v in re.split(r"[,\s]+", raw.strip()) if v]
+                    kwargs["default"] = values
+                else:
+                    kwargs["default"] = convert(raw)
+            except argparse.ArgumentTypeError as exc:
+                self.error(f"{env}: {exc}")
+        if action == "store_true":
+            kwargs.pop("type", None)
+            self.add_argument(flag, help=f"{help} [env {env}]", **kwargs)
+            return
+        self.add_argument(flag, type=convert, help=f"{help} [env {env}]", **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clat-translator",
+        description="A CLAT (RFC 6877): IPv4 for an IPv6-only pod through the cluster's NAT64.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="translate in this network namespace until SIGTERM")
+    discover = commands.add_parser("discover", help="print the PLAT prefix(es) and exit")
+    for sub in (run, discover):
+        sub.add_env_argument(
+            "--dns64-server",
+            dns_server,
+            "DNS64 server for RFC 7050 discovery (repeatable; default: /etc/resolv.conf)",
+            action="append",
+            metavar="ADDR",
+            dest="dns64_server",
+        )
+    run.add_env_argument(
+        "--plat-prefix",
+        plat_prefix,
+        "the NAT64 prefix (RFC 6052); default: RFC 8781 PREF64, else RFC 7050 discovery",
+        metavar="PFX",
+    )
+    run.add_env_argument(
+        "--uplink", interface, "uplink interface (default: the IPv6 default route's)"
+    )
+    run.add_env_argument(
+        "--clat-v4",
+        ipv4_address,
+        "IPv4 address of the TUN (RFC 7335)",
+        default=DEFAULT_CLAT_V4,
+        metavar="ADDR",
+    )
+    run.add_env_argument(
+        "--clat-v6",
+        ipv6_address,
+        "dedicated IPv6 address routed to the pod: used without NAT66 "
+        "(default: an internal ULA masqueraded to the pod's address)",
+        metavar="ADDR",
+    )
+    run.add_env_argument("--tun", interface, "name of the TUN device", default="clat")
+    run.add_env_argument(
+        "--mtu", mtu, "MTU of the IPv4 default route (default: uplink MTU - 20)", metavar="N"
+    )
+    run.add_env_argument(
+        "--listen", listen, "HTTP address for /healthz /readyz /metrics", default="[::]:9180"
+    )
+    run.add_env_argument(
+        "--force",
+        boolean,
+        "translate even when the pod already has an IPv4 default route",
+        action="store_true",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log = logs.setup()
+    if args.command == "discover":
+        try:
+            found = discover_rfc7050(args.dns64_server or ())
+        except DiscoveryError as exc:
+            print(f"clat-translator discover: {exc}", file=sys.stderr)
+            return 1
+        for prefix in found.prefixes:
+            print(prefix)
+        log.info("found via %s ttl=%ds", found.source.removeprefix("rfc7050 via "), found.ttl)
+        return 0
+    if os.geteuid() != 0 and not _has_net_admin():
+        log.error("run needs CAP_NET_ADMIN (and /dev/net/tun): run the container privileged")
+        return 1
+    settings = RunSettings(
+        plat_prefix=args.plat_prefix,
+        dns64_servers=list(args.dns64_server or ()),
+        uplink=args.uplink,
+        clat_v4=args.clat_v4,
+        clat_v6=args.clat_v6,
+        tun=args.tun,
+        mtu=args.mtu,
+        listen=args.listen,
+        force=bool(args.force),
+    )
+    return Sidecar(settings).run()
+
+
+def _has_net_admin() -> bool:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 12))  # CAP_NET_ADMIN
+    except OSError:
+        pass
+    return False
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
