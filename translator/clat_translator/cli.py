@@ -32,7 +32,7 @@ def plat_prefix(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text}: RFC 6052 allows prefix lengths 32, 40, 48, 56, 64 and 96"
         )
-    if net.prefixlen < 96 and net.network_address.packed[8] != 0:
+    if net.network_address.packed[8] != 0:
         raise argparse.ArgumentTypeError(f"{text}: bits 64-71 must be zero (RFC 6052 §2.2)")
     return str(net)
 

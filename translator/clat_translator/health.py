@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 def parse_listen(text: str) -> tuple[str, int]:
     """ "[::]:9180", "0.0.0.0:9180", "127.0.0.1:9180", ":9180" -> (host, port)."""
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise ValueError(f"listen address {text!r} is not HOST:PORT (e.g. [::]:9180)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

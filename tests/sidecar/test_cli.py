@@ -1,0 +1,104 @@
+"""`clat-translator` flags and CLAT_* environment variables (CONTRACTS.md §2)."""
+
+import pytest
+from clat_translator.cli import build_parser, main
+
+
+def parse(argv: list[str], monkeypatch: pytest.MonkeyPatch, **env: str) -> object:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return build_parser().parse_args(argv)
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = parse(["run"], monkeypatch)
+    assert vars(args) | {} == {
+        "command": "run",
+        "dns64_server": None,
+        "plat_prefix": None,
+        "uplink": None,
+        "clat_v4": "192.0.0.1",
+        "clat_v6": None,
+        "tun": "clat",
+        "mtu": None,
+        "listen": "[::]:9180",
+        "force": False,
+    }
+
+
+def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = parse(
+        ["run"],
+        monkeypatch,
+        CLAT_PLAT_PREFIX="2001:db8:64::/96",
+        CLAT_DNS64_SERVER="2001:db8::53, 192.0.2.53 2001:db8::54",
+        CLAT_UPLINK="net1",
+        CLAT_CLAT_V4="192.0.0.4",
+        CLAT_CLAT_V6="2001:db8:aa::1",
+        CLAT_TUN="clat0",
+        CLAT_MTU="1400",
+        CLAT_LISTEN="127.0.0.1:9999",
+        CLAT_FORCE="true",
+    )
+    assert args.plat_prefix == "2001:db8:64::/96"
+    assert args.dns64_server == ["2001:db8::53", "192.0.2.53", "2001:db8::54"]
+    assert (args.uplink, args.clat_v4, args.clat_v6, args.tun) == (
+        "net1",
+        "192.0.0.4",
+        "2001:db8:aa::1",
+        "clat0",
+    )
+    assert (args.mtu, args.listen, args.force) == (1400, "127.0.0.1:9999", True)
+
+
+def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = parse(["run", "--mtu", "1300", "--dns64-server", "::1"], monkeypatch, CLAT_MTU="1400")
+    assert args.mtu == 1300
+    assert args.dns64_server == ["::1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--plat-prefix", "2001:db8::/80"], "RFC 6052 allows prefix lengths"),
+        (["run", "--plat-prefix", "2001:db8:0:0:ff00::/96"], "bits 64-71"),
+        (["run", "--plat-prefix", "nonsense"], "not an IPv6 prefix"),
+        (["run", "--mtu", "50"], "an IPv4 MTU from 68"),
+        (["run", "--clat-v4", "300.1.1.1"], "not an IPv4 address"),
+        (["run", "--clat-v6", "ff02::1"], "not a unicast address"),
+        (["run", "--listen", "::9180"], "brackets"),
+        (["run", "--tun", "a-name-far-too-long"], "not an interface name"),
+        (["discover", "--dns64-server", "dns.example"], "not an IP address"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_bad_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CLAT_FORCE", "maybe")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run"])
+    assert exit_info.value.code == 2
+    assert "CLAT_FORCE: 'maybe' is not true or false" in capsys.readouterr().err
+
+
+def test_discover_without_any_resolver_fails_clearly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 127.0.0.1 port 53 answers nothing here: a refused or timed-out query is a clear error
+    code = main(["discover", "--dns64-server", "127.0.0.254"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "no DNS64 prefix from 127.0.0.254" in err
+    assert "Traceback" not in err

@@ -1,0 +1,105 @@
+"""The sidecar's small parts: listen addresses, nftables text, sysctl state, HTTP endpoints."""
+
+import urllib.error
+import urllib.request
+
+import pytest
+from clat_translator import nftables
+from clat_translator.health import HealthServer, parse_listen
+from clat_translator.metrics import Stats, make_registry
+from clat_translator.netconf import SysctlChanges
+from clat_translator.tun import TunDevice, TunError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[::]:9180", ("::", 9180)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),
+        (":9180", ("::", 9180)),
+        ("[2001:db8::1]:1", ("2001:db8::1", 1)),
+    ],
+)
+def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9180", "[::]:70000", "localhost:x", "::1:9180"])
+def test_parse_listen_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen(text)
+
+
+def test_nft_ruleset_masquerades_only_the_clat_address() -> None:
+    text = nftables.render("fd64:c1a7:464::1", "clat", "net/ipv6/conf/all/forwarding=0")
+    assert "table ip6 clat_translator {}\ndelete table ip6 clat_translator\n" in text
+    assert 'ip6 saddr fd64:c1a7:464::1 oifname != "clat" masquerade' in text
+    assert 'comment "clat-translator state v1: net/ipv6/conf/all/forwarding=0"' in text
+
+
+def test_nft_ruleset_without_nat66_keeps_only_the_state() -> None:
+    text = nftables.render(None, "clat", "")
+    assert "masquerade" not in text
+    assert "comment" in text
+
+
+@pytest.mark.parametrize(("address", "tun"), [("not-an-address", "clat"), ("::1", 'x"; drop')])
+def test_nft_ruleset_refuses_to_render_bad_input(address: str, tun: str) -> None:
+    with pytest.raises(ValueError):
+        nftables.render(address, tun, "")
+
+
+def test_sysctl_state_round_trips_and_ignores_garbage() -> None:
+    changes = SysctlChanges(
+        [("net/ipv6/conf/all/forwarding", "0"), ("net/ipv6/conf/eth0.5/accept_ra", "1")]
+    )
+    parsed = SysctlChanges.parse(changes.serialize() + " bogus /etc/passwd=1 net/x=abc")
+    assert parsed.originals == changes.originals
+
+
+def test_tun_refuses_a_bad_name() -> None:
+    with pytest.raises(TunError):
+        TunDevice.open("x" * 20)
+
+
+def test_health_server_endpoints() -> None:
+    stats = Stats(["bad-checksum"])
+    state = {"ready": False}
+    server = HealthServer(
+        "127.0.0.1:0",
+        make_registry(stats),
+        lambda: (True, "ok"),
+        lambda: (state["ready"], "translating" if state["ready"] else "no prefix yet"),
+    )
+    server.start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert urllib.request.urlopen(f"{base}/healthz").read() == b"ok\n"
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"{base}/readyz")
+        assert not_ready.value.code == 503
+        assert not_ready.value.read() == b"no prefix yet\n"
+        state["ready"] = True
+        assert urllib.request.urlopen(f"{base}/readyz").status == 200
+        stats.packets["4to6"] += 3
+        stats.drops["bad-checksum"] += 2
+        stats.prefix, stats.prefix_source = "2001:db8:64::/96", "flag"
+        metrics = urllib.request.urlopen(f"{base}/metrics").read().decode()
+        assert 'clat_packets_total{direction="4to6"} 3.0' in metrics
+        assert 'clat_drops_total{reason="bad-checksum"} 2.0' in metrics
+        assert 'clat_drops_total{reason="tun-write-failed"} 0.0' in metrics
+        assert 'clat_prefix_info{prefix="2001:db8:64::/96",source="flag"} 1.0' in metrics
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{base}/nothing")
+        assert missing.value.code == 404
+    finally:
+        server.stop()
+
+
+def test_counter_summary_changes_only_with_traffic() -> None:
+    stats = Stats()
+    before = stats.snapshot()
+    assert stats.snapshot() == before
+    stats.packets["6to4"] += 1
+    assert stats.snapshot() != before
+    assert "6to4=1" in stats.summary()
