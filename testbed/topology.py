@@ -83,6 +83,8 @@ def synthesize(prefix: str, ipv4: str) -> str:
 class Testbed:
     """Build with `with Testbed("clt") as tb:`; see the module docstring for the picture."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     prefix: str
     nat64_prefix: str = "2001:db8:64::/96"
     far_mtu: int = 1400

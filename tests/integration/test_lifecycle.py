@@ -1,0 +1,171 @@
+"""The sidecar's life in a pod namespace: discover, stand down, clean exit, SIGKILL recovery,
+a PLAT prefix change applied live, a routed CLAT address without NAT66."""
+
+from __future__ import annotations
+
+import signal
+import socket
+
+import pytest
+from pyroute2 import NetNS
+
+from testbed import Testbed
+
+from .conftest import CLAT_TRANSLATOR, ClatProcess, snapshot
+
+pytestmark = pytest.mark.root
+
+SERVER = "203.0.113.10"
+PREFIX = "2001:db8:64::/96"
+
+
+def ping(tb: Testbed, count: int = 1) -> bool:
+    result = tb.run(tb.pod, ["ping", "-c", str(count), "-i", "0.2", "-W", "2", SERVER])
+    return result.returncode == 0
+
+
+def test_discover_prints_the_dns64_prefix(testbed: Testbed) -> None:
+    result = testbed.run(testbed.pod, [CLAT_TRANSLATOR, "discover"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{PREFIX}\n"
+
+
+def test_discover_without_a_dns64_says_so(testbed: Testbed) -> None:
+    # 2001:db8:2::2 is the PLAT's own address: no DNS server listens there
+    result = testbed.run(
+        testbed.pod, [CLAT_TRANSLATOR, "discover", "--dns64-server", "2001:db8:2::2"]
+    )
+    assert result.returncode == 1
+    assert "no DNS64 prefix from 2001:db8:2::2" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_leaves_the_namespace_exactly_as_before(testbed: Testbed) -> None:
+    before = snapshot(testbed)
+    clat = ClatProcess(testbed, "--plat-prefix", PREFIX)
+    try:
+        clat.wait_ready()
+        during = snapshot(testbed)
+        assert "clat_translator" in during["nftables"]
+        assert "default dev clat" in during["routes4"]
+        assert ping(testbed)
+        assert clat.stop(signal.SIGTERM) == 0
+    finally:
+        clat.close()
+    assert snapshot(testbed) == before
+
+
+def test_sigint_exits_0_too(testbed: Testbed) -> None:
+    clat = ClatProcess(testbed, "--plat-prefix", PREFIX)
+    try:
+        clat.wait_ready()
+        assert clat.stop(signal.SIGINT) == 0
+        assert "stopping on SIGINT" in clat.log
+    finally:
+        clat.close()
+
+
+def test_sigkill_then_restart_replaces_the_leftovers(testbed: Testbed) -> None:
+    before = snapshot(testbed)
+    first = ClatProcess(testbed, "--plat-prefix", PREFIX)
+    try:
+        first.wait_ready()
+        first.stop(signal.SIGKILL)
+    finally:
+        first.close()
+    leftover = snapshot(testbed)
+    assert "clat_translator" in leftover["nftables"]
+    assert testbed.sysctl(testbed.pod, "net.ipv6.conf.all.forwarding") == "1"
+
+    second = ClatProcess(testbed, "--plat-prefix", PREFIX)
+    try:
+        second.wait_ready()
+        assert "removed leftovers of an earlier run: nftables table ip6 clat_translator" in (
+            second.log
+        )
+        assert ping(testbed)
+        assert second.stop() == 0
+    finally:
+        second.close()
+    # the sysctls the killed run changed are back too: their originals were kept in the table
+    assert snapshot(testbed) == before
+
+
+def test_stands_down_when_the_pod_has_native_ipv4(testbed: Testbed) -> None:
+    before = snapshot(testbed)
+    with NetNS(testbed.pod) as ns:
+        # a veth pair inside the pod stands in for a native IPv4 interface (no dummy module here)
+        ns.link("add", ifname="native4", kind="veth", peer={"ifname": "native4-peer"})
+        index = ns.link_lookup(ifname="native4")[0]
+        ns.link("set", index=index, state="up")
+        ns.addr("add", index=index, address="198.18.0.2", prefixlen=24)
+        ns.route("add", dst="0.0.0.0", dst_len=0, gateway="198.18.0.1")
+    try:
+        clat = ClatProcess(testbed, "--plat-prefix", PREFIX)
+        try:
+            clat.wait_ready()
+            assert clat.http("/readyz") == (200, "standing down")
+            assert "standing down: the pod already has native IPv4 (default via 198.18.0.1" in (
+                clat.log
+            )
+            assert clat.metric("clat_standing_down") == 1
+            assert "clat" not in testbed.run(testbed.pod, ["ip", "link"]).stdout
+            assert clat.stop() == 0
+        finally:
+            clat.close()
+
+        forced = ClatProcess(testbed, "--plat-prefix", PREFIX, "--force")
+        try:
+            forced.wait_ready()
+            assert forced.http("/readyz") == (200, "translating")
+            assert ping(testbed)  # the /1 routes through the TUN win over the native default
+            assert forced.stop() == 0
+        finally:
+            forced.close()
+    finally:
+        with NetNS(testbed.pod) as ns:
+            ns.link("del", index=ns.link_lookup(ifname="native4")[0])
+    assert snapshot(testbed) == before
+
+
+def test_prefix_change_to_a_64_is_applied_live(testbed: Testbed) -> None:
+    clat = ClatProcess(testbed)
+    try:
+        clat.wait_ready()
+        assert f"PLAT prefix {PREFIX} from rfc7050" in clat.log
+        assert ping(testbed)
+        with NetNS(testbed.pod) as ns:
+            tun_index = ns.link_lookup(ifname="clat")[0]
+        testbed.set_nat64_prefix("2001:db8:6464::/64")
+        clat.wait_log(r"PLAT prefix changed 2001:db8:64::/96 -> 2001:db8:6464::/64")
+        assert ping(testbed, count=2)
+        with NetNS(testbed.pod) as ns:
+            assert ns.link_lookup(ifname="clat") == [tun_index]  # the TUN was not dropped
+        discovered = testbed.run(testbed.pod, [CLAT_TRANSLATOR, "discover"])
+        assert discovered.stdout == "2001:db8:6464::/64\n"
+        assert clat.metric("clat_prefix_changes_total") == 1
+        assert clat.metric("clat_prefix_info", 'prefix="2001:db8:6464::/64",source="rfc7050"') == 1
+        assert clat.stop() == 0
+    finally:
+        clat.close()
+        testbed.set_nat64_prefix(PREFIX)
+
+
+def test_routed_clat_address_without_nat66(testbed: Testbed) -> None:
+    dedicated = "2001:db8:1:c1a7::1"
+    with NetNS(testbed.rtr) as rtr:  # the network routes the dedicated address to the pod
+        rtr.route(
+            "add", dst=dedicated, dst_len=128, gateway=testbed.addr.pod, family=socket.AF_INET6
+        )
+    try:
+        clat = ClatProcess(testbed, "--plat-prefix", PREFIX, "--clat-v6", dedicated)
+        try:
+            clat.wait_ready()
+            assert "masquerade" not in testbed.run(testbed.pod, ["nft", "list", "ruleset"]).stdout
+            assert ping(testbed)
+            assert clat.stop() == 0
+        finally:
+            clat.close()
+    finally:
+        with NetNS(testbed.rtr) as rtr:
+            rtr.route("del", dst=dedicated, dst_len=128, family=socket.AF_INET6)

@@ -1,0 +1,210 @@
+"""IPv4 from an IPv6-only pod, through the real clat-translator, a real router with a 1400-byte
+hop, Debian's tayga (NAT64) and unbound (DNS64), to IPv4-only servers."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from testbed import Testbed
+from testbed.servers import PAGE_TEMPLATE, pattern_bytes
+
+from .conftest import ClatProcess
+
+pytestmark = pytest.mark.root
+
+SERVER = "203.0.113.10"
+FIVE_MB = 5 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def clat(testbed: Testbed) -> Iterator[ClatProcess]:
+    # No --plat-prefix: the prefix comes from the DNS64 (RFC 7050), as in most clusters.
+    process = ClatProcess(testbed)
+    try:
+        process.wait_ready()
+        yield process
+        assert process.stop() == 0
+    finally:
+        process.close()
+
+
+def udp_exchange(tb: Testbed, payload: bytes, port: int = 7, timeout: float = 3) -> bytes:
+    with tb.inside(tb.pod):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(timeout)
+        sock.connect((SERVER, port))
+        sock.send(payload)
+        return sock.recv(65535)
+
+
+def test_run_discovers_the_prefix_of_the_dns64(clat: ClatProcess) -> None:
+    assert "PLAT prefix 2001:db8:64::/96 from rfc7050 via 2001:db8:2::53" in clat.log
+    assert clat.metric("clat_discovery_attempts_total", 'method="rfc7050",result="found"') >= 1
+
+
+def test_ping(clat: ClatProcess, testbed: Testbed) -> None:
+    result = testbed.run(testbed.pod, ["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 received" in result.stdout
+
+
+def test_http_page(clat: ClatProcess, testbed: Testbed) -> None:
+    result = testbed.run(testbed.pod, ["curl", "-sS", "-m", "5", f"http://{SERVER}/"])
+    assert result.stdout == PAGE_TEMPLATE.format(address=SERVER), result.stderr
+
+
+def test_udp_echo(clat: ClatProcess, testbed: Testbed) -> None:
+    assert udp_exchange(testbed, b"hello over a translated IPv4 literal") == (
+        b"hello over a translated IPv4 literal"
+    )
+
+
+def test_dns_over_an_ipv4_literal(clat: ClatProcess, testbed: Testbed) -> None:
+    result = testbed.run(
+        testbed.pod, ["dig", "+short", "+time=2", "+tries=2", "@203.0.113.53", "server.clat.test"]
+    )
+    assert result.stdout.strip() == SERVER, result.stdout + result.stderr
+
+
+def test_traceroute_shows_the_hops_behind_the_nat64(clat: ClatProcess, testbed: Testbed) -> None:
+    result = testbed.run(
+        testbed.pod, ["traceroute", "-n", "-q", "1", "-w", "2", "-m", "10", SERVER], timeout=90
+    )
+    hops = [line.split()[1] for line in result.stdout.splitlines()[1:] if len(line.split()) > 1]
+    # 192.0.2.2 is the IPv4 router between the NAT64 and the server: its Time Exceeded came
+    # back through tayga and the CLAT. The last hop's Port Unreachable ends the trace.
+    assert "192.0.2.2" in hops, result.stdout
+    assert hops[-1] == SERVER, result.stdout
+    assert "*" not in hops[hops.index("192.0.2.2") :], result.stdout
+
+
+def test_closed_udp_port_is_refused(clat: ClatProcess, testbed: Testbed) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        udp_exchange(testbed, b"anyone?", port=9)
+
+
+def test_tcp_download_5mb_across_the_1400_hop(clat: ClatProcess, testbed: Testbed) -> None:
+    result = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            testbed.pod,
+            "curl",
+            "-sS",
+            "-m",
+            "60",
+            f"http://{SERVER}/bytes/{FIVE_MB}",
+        ],
+        capture_output=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) == FIVE_MB
+    assert result.stdout == pattern_bytes(FIVE_MB)
+
+
+def test_tcp_upload_5mb_across_the_1400_hop(
+    clat: ClatProcess, testbed: Testbed, tmp_path: object
+) -> None:
+    body = hashlib.sha256(b"seed").digest() * (FIVE_MB // 32)
+    result = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            testbed.pod,
+            "curl",
+            "-sS",
+            "-m",
+            "60",
+            "--data-binary",
+            "@-",
+            "-H",
+            "Content-Type: application/octet-stream",
+            f"http://{SERVER}/sha256",
+        ],
+        input=body,
+        capture_output=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == hashlib.sha256(body).hexdigest()
+
+
+def test_udp_4000_bytes_across_the_1400_hop(clat: ClatProcess, testbed: Testbed) -> None:
+    payload = bytes(range(256)) * 15 + bytes(160)  # 4000 bytes: fragmented on every hop
+    assert udp_exchange(testbed, payload) == payload
+
+
+def test_native_ipv6_and_translated_ipv4_concurrently(clat: ClatProcess, testbed: Testbed) -> None:
+    """Same destination, same local port, both families at once: the NAT66 must not clash."""
+    server6 = testbed.synthesized(SERVER)
+    with testbed.inside(testbed.pod):
+        native = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        translated = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with native, translated:
+        native.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        native.bind(("::", 0))
+        port = native.getsockname()[1]
+        translated.bind(("0.0.0.0", port))  # masquerade would map it onto the native tuple
+        for sock, peer in ((native, (server6, 7)), (translated, (SERVER, 7))):
+            sock.settimeout(3)
+            sock.connect(peer)
+        for round_ in range(5):
+            native.send(b"native %d" % round_)
+            translated.send(b"translated %d" % round_)
+            assert native.recv(100) == b"native %d" % round_
+            assert translated.recv(100) == b"translated %d" % round_
+
+    # and bulk TCP over both families at the same time
+    results: dict[str, subprocess.CompletedProcess[bytes]] = {}
+
+    def fetch(name: str, url: str) -> None:
+        results[name] = subprocess.run(
+            ["ip", "netns", "exec", testbed.pod, "curl", "-sS", "-m", "60", url],
+            capture_output=True,
+            timeout=90,
+        )
+
+    size = 2 * 1024 * 1024
+    threads = [
+        threading.Thread(target=fetch, args=("v6", f"http://[{server6}]/bytes/{size}")),
+        threading.Thread(target=fetch, args=("v4", f"http://{SERVER}/bytes/{size}")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in ("v6", "v4"):
+        assert results[name].returncode == 0, (name, results[name].stderr)
+        assert results[name].stdout == pattern_bytes(size), name
+
+
+def test_metrics_count_packets_and_drops(clat: ClatProcess, testbed: Testbed) -> None:
+    testbed.run(testbed.pod, ["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER])
+    assert clat.metric("clat_packets_total", 'direction="4to6"') > 0
+    assert clat.metric("clat_packets_total", 'direction="6to4"') > 0
+    assert clat.metric("clat_bytes_total", 'direction="4to6"') > 0
+    assert clat.metric("clat_ready") == 1
+    assert clat.metric("clat_prefix_info", 'prefix="2001:db8:64::/96",source="rfc7050"') == 1
+
+    before = clat.metric("clat_drops_total", 'reason="truncated"')
+    # Straight into the TUN (a packet socket on the device is the kernel's transmit path):
+    # an "IPv4 packet" shorter than its own header.
+    with testbed.inside(testbed.pod):
+        raw = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    with raw:
+        raw.sendto(b"\x45\x00\x00\x54\x00\x00", ("clat", 0x0800))
+    for _ in range(20):
+        if clat.metric("clat_drops_total", 'reason="truncated"') > before:
+            break
+        threading.Event().wait(0.1)
+    assert clat.metric("clat_drops_total", 'reason="truncated"') == before + 1
