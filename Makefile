@@ -52,6 +52,9 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+demo: deps
+	$(BIN)/python -m testbed.demo
+
 unit: venv
 	$(BIN)/pytest -m "not root"
 
