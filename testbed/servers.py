@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 
 PAGE_TEMPLATE = "hello from the IPv4-only server {address}\n"
 MAX_BYTES = 64 * 1024 * 1024
@@ -30,7 +31,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path == "/":
-            self._send(PAGE_TEMPLATE.format(address=self.server.server_address[0]).encode())
+            host = cast(tuple[str, int], self.server.server_address)[0]
+            self._send(PAGE_TEMPLATE.format(address=host).encode())
         elif self.path.startswith("/bytes/") and self.path[7:].isdigit():
             size = int(self.path[7:])
             if size > MAX_BYTES:
