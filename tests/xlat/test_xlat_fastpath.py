@@ -1,0 +1,60 @@
+"""The fast path (cached address pairs, plain TCP/UDP) gives the general path's exact bytes."""
+
+import pytest
+from clat_translator.xlat import Translator
+from clat_translator.xlat.context import TranslateResult
+from scapy.layers.inet6 import IPv6ExtHdrFragment
+from xlat_helpers import ICMP, TCP, UDP, clat, v4, v6
+
+PACKETS = [
+    v4(TCP(sport=1, dport=2) / (b"t" * 1360), flags="DF"),
+    v4(TCP(sport=1, dport=2) / (b"t" * 1360), flags=0),
+    v4(TCP(sport=1, dport=2) / (b"t" * 1500), flags="DF"),
+    v4(UDP(sport=3, dport=4) / (b"u" * 36)),
+    v4(UDP(sport=3, dport=4, chksum=0) / b"u"),
+    v4(UDP(sport=3, dport=4) / b"u", ttl=1),
+    v4(UDP(sport=3, dport=4) / b"u", tos=0xFF),
+    v4(ICMP() / b"ping"),
+    v4(TCP(), dst="192.0.0.2"),
+    v4(TCP(), dst="10.0.0.1"),
+    v6(TCP(sport=5, dport=6) / (b"t" * 1340)),
+    v6(TCP(sport=5, dport=6) / (b"t" * 100)),
+    v6(TCP(sport=5, dport=6) / (b"t" * 1600)),
+    v6(UDP(sport=7, dport=8) / (b"u" * 16)),
+    v6(UDP(sport=7, dport=8, chksum=0) / (b"u" * 16)),
+    v6(UDP(sport=7, dport=8) / b"u", hlim=1),
+    v6(IPv6ExtHdrFragment(m=1) / UDP() / (b"u" * 40)),
+    v6(UDP(), dst="64:ff9b::192.0.0.1"),
+    v6(UDP(), src="2001:db8::1"),
+]
+
+
+def _same(a: TranslateResult, b: TranslateResult) -> bool:
+    return (a.out, a.back, a.drop) == (b.out, b.back, b.drop)
+
+
+def _pair(**config: object) -> tuple[Translator, Translator]:
+    fast, general = clat(**config), clat(**config)
+    general._fast_path = False
+    fast._ctx._rng.seed(7)
+    general._ctx._rng.seed(7)
+    return fast, general
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"reset_traffic_class": True, "reset_tos": True, "new_tos": 4}, {"ipv4_mtu": 576}],
+)
+def test_fast_path_bytes_equal_general_path(config: dict[str, object]) -> None:
+    fast, general = _pair(**config)
+    for _ in range(3):  # the first pass learns the address pairs, later passes use them
+        for packet in PACKETS:
+            assert _same(fast.translate(packet), general.translate(packet)), packet
+
+
+def test_fast_path_is_taken() -> None:
+    fast, _ = _pair()
+    fast.translate(PACKETS[0])
+    assert fast._cache46  # the pair was learnt
+    fast.translate(PACKETS[10])
+    assert fast._cache64

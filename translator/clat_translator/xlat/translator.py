@@ -1,0 +1,161 @@
+"""Translator: the public entry point, with a fast path for plain TCP/UDP in front of the
+general RFC 7915 path (four_to_six / six_to_four). Both give the same bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+from . import drops, four_to_six, six_to_four
+from .checksum import address_delta
+from .config import XlatConfig, parse_pool6
+from .context import Context, TranslateResult, dropped
+from .rewrite import rewrite_46, rewrite_64
+
+_FAST4 = struct.Struct("!H2xHBB")  # from octet 2: total length, flags/offset, TTL, protocol
+_FAST6 = struct.Struct("!HBB")  # from octet 4: payload length, next header, hop limit
+_CACHE_SIZE = 4096  # address pairs remembered per direction
+
+
+class Translator:
+    """Stateless IPv4/IPv6 translator (SIIT, RFC 7915) for one XlatConfig.
+
+    `translate(packet)` never raises. Not thread-safe: use one Translator per thread.
+    """
+
+    def __init__(self, config: XlatConfig) -> None:
+        self._fast_path = True  # tests switch it off to compare against the general path
+        self._configure(config)
+
+    def _configure(self, config: XlatConfig) -> None:
+        self.config = config
+        self._ctx = ctx = Context(config)
+        # Per address pair: (translated addresses, RFC 1624 delta), or False = general path.
+        self._cache46: dict[bytes, tuple[bytes, int] | bool] = {}
+        self._cache64: dict[bytes, tuple[bytes, int] | bool] = {}
+        self._tc_mask = ctx.tc_mask
+        self._mtu6 = ctx.ipv6_mtu
+        self._lowest6 = ctx.lowest_ipv6_mtu
+        self._mtu4 = ctx.ipv4_mtu
+        self._df_limit = ctx.df_limit
+        self._reset_tos = ctx.reset_tos
+        self._new_tos = ctx.new_tos
+
+    def update_pool6(self, prefix: str | None) -> None:
+        """Swap the RFC 6052 prefix live (e.g. after PLAT prefix rediscovery).
+
+        Raises ValueError for an invalid prefix, leaving the current one in place.
+        """
+        parse_pool6(prefix)
+        self._configure(dataclasses.replace(self.config, pool6=prefix))
+
+    def translate(self, packet: bytes) -> TranslateResult:
+        """Translate one IPv4 or IPv6 packet (the version nibble decides)."""
+        try:
+            if type(packet) is not bytes:
+                packet = bytes(packet)
+            if not packet:
+                return dropped(drops.TRUNCATED)
+            b0 = packet[0]
+            if b0 == 0x45:
+                if self._fast_path:
+                    entry = self._cache46.get(packet[12:20])
+                    if entry:
+                        r = self._fast46(packet, entry)  # type: ignore[arg-type]
+                        if r is not None:
+                            return r
+                    elif entry is None:
+                        self._learn46(packet[12:20])
+                return four_to_six.translate(self._ctx, packet)
+            version = b0 >> 4
+            if version == 6:
+                if self._fast_path and len(packet) >= 40:
+                    entry = self._cache64.get(packet[8:40])
+                    if entry:
+                        r = self._fast64(packet, entry)  # type: ignore[arg-type]
+                        if r is not None:
+                            return r
+                    elif entry is None:
+                        self._learn64(packet[8:40])
+                return six_to_four.translate(self._ctx, packet)
+            if version == 4:
+                return four_to_six.translate(self._ctx, packet)
+            return dropped(drops.BAD_VERSION)
+        except Exception:  # noqa: BLE001 - the contract: never raise on any input
+            return dropped(drops.INTERNAL_ERROR)
+
+    # -- fast path: unfragmented TCP/UDP, no options, TTL > 1, fits the MTU -------------------
+
+    def _fast46(self, pkt: bytes, entry: tuple[bytes, int]) -> TranslateResult | None:
+        total, frag, ttl, proto = _FAST4.unpack_from(pkt, 2)
+        n = len(pkt)
+        if (
+            total == n
+            and not frag & 0x3FFF  # RFC 7915 §4.1: not a fragment (DF may be set)
+            and ttl > 1
+            and ((proto == 6 and n >= 40) or (proto == 17 and n >= 28 and (pkt[26] or pkt[27])))
+            and n + 20 <= (self._mtu6 if frag else self._lowest6)
+            and not int.from_bytes(pkt[:20], "big") % 0xFFFF  # header checksum valid
+        ):
+            return TranslateResult(
+                [rewrite_46(pkt, 20, entry[0], entry[1], pkt[1] & self._tc_mask, ttl - 1)]
+            )
+        return None
+
+    def _fast64(self, pkt: bytes, entry: tuple[bytes, int]) -> TranslateResult | None:
+        plen, nh, hop = _FAST6.unpack_from(pkt, 4)
+        n = len(pkt)
+        total = n - 20
+        if (
+            plen + 40 == n
+            and hop > 1
+            and ((nh == 6 and n >= 60) or (nh == 17 and n >= 48))
+            and total <= self._mtu4
+        ):
+            tos = self._new_tos if self._reset_tos else (pkt[0] & 15) << 4 | pkt[1] >> 4
+            if total > self._df_limit:
+                ident, flags = 0, 0x4000
+            else:
+                ident, flags = self._ctx.next_ident(), 0
+            return TranslateResult(
+                [rewrite_64(pkt, 40, nh, entry[0], entry[1], tos, ident, flags, hop - 1)]
+            )
+        return None
+
+    def _learn46(self, key: bytes) -> None:
+        """Remember how an IPv4 address pair translates, when it is the plain case."""
+        cache = self._cache46
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        ctx = self._ctx
+        src4, dst4 = key[:4], key[4:]
+        d = None if dst4 == ctx.local4 else ctx.mapper.to6(dst4)
+        s = None if d is None else ctx.mapper.to6(src4, use_eam=not (ctx.intrinsic and d[1]))
+        if d is None or s is None:
+            cache[key] = False
+            return
+        addrs6 = s[0] + d[0]
+        cache[key] = (addrs6, address_delta(key, addrs6))
+
+    def _learn64(self, key: bytes) -> None:
+        """Remember how an IPv6 address pair translates, when it is the plain case."""
+        cache = self._cache64
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        ctx = self._ctx
+        src6, dst6 = key[:16], key[16:]
+        d = None if dst6 == ctx.local6 else ctx.mapper.to4(dst6)
+        s = None if d is None else ctx.mapper.to4(src6)
+        if (
+            d is None
+            or s is None
+            or (
+                ctx.hairpin != "off"
+                and not d[1]
+                and ctx.mapper.in_eam4(int.from_bytes(d[0], "big"))
+            )
+        ):
+            cache[key] = False
+            return
+        addrs4 = s[0] + d[0]
+        cache[key] = (addrs4, address_delta(key, addrs4))
