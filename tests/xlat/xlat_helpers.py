@@ -110,6 +110,8 @@ __all__ = [
     "IPv6",
     "Raw",
     "clat",
+    "icmp4_message",
+    "icmp6_message",
     "only",
     "parse4",
     "parse6",
@@ -117,3 +119,15 @@ __all__ = [
     "v4",
     "v6",
 ]
+
+
+def icmp6_message(pkt: IPv6) -> bytes:
+    """The ICMPv6 message (header + body) of a dissected, unfragmented IPv6 packet."""
+    assert pkt.nh == 58
+    return bytes(pkt.payload)
+
+
+def icmp4_message(pkt: IP) -> bytes:
+    """The ICMPv4 message (header + body) of a dissected IPv4 packet."""
+    assert pkt.proto == 1
+    return bytes(pkt.payload)

@@ -312,6 +312,7 @@ def _inner_4to6(ctx: Context, data: bytes) -> bytes | str:
     tos, total, ident, frag, ttl, proto = IP4_FIELDS.unpack_from(data, 1)
     if total < ihl:
         return drops.BAD_INNER_PACKET
+    data = data[:total]  # RFC 4884 zero padding is not part of the quoted packet
     src4, dst4 = data[12:16], data[16:20]
     # The quoted packet travels the other way: mirror the intrinsic hairpinning rule.
     s = ctx.mapper.to6(src4)

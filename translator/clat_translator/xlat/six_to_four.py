@@ -321,6 +321,7 @@ def _inner_6to4(ctx: Context, data: bytes) -> tuple[bytes, bool] | str:
     if len(data) < 40 or data[0] >> 4 != 6:
         return drops.BAD_INNER_PACKET
     plen, _, hop = IP6_FIELDS.unpack_from(data, 4)
+    data = data[: 40 + plen]  # RFC 4884 zero padding is not part of the quoted packet
     h = _walk(data, len(data))
     if isinstance(h, str):
         return drops.BAD_INNER_PACKET
