@@ -3,10 +3,12 @@ hop, Debian's tayga (NAT64) and unbound (DNS64), to IPv4-only servers."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -109,6 +111,30 @@ def test_tcp_download_5mb_across_the_1400_hop(clat: ClatProcess, testbed: Testbe
     assert result.returncode == 0, result.stderr
     assert len(result.stdout) == FIVE_MB
     assert result.stdout == pattern_bytes(FIVE_MB)
+
+
+IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14  # linux/in.h
+
+
+def test_packet_too_big_becomes_fragmentation_needed(clat: ClatProcess, testbed: Testbed) -> None:
+    """The router's Packet Too Big (1400) reaches the app as Fragmentation Needed (1380)."""
+    testbed.run(testbed.pod, ["ip", "-4", "route", "flush", "cache"], check=True)
+    with testbed.inside(testbed.pod):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)  # DF set
+        sock.connect((SERVER, 7))
+        assert sock.getsockopt(socket.IPPROTO_IP, IP_MTU) == 1480  # the route's: 1500 - 20
+        learnt = 0
+        for _ in range(30):
+            try:
+                sock.send(bytes(1480 - 28))  # 1500 bytes once translated: too big for the hop
+            except OSError as exc:
+                assert exc.errno == errno.EMSGSIZE
+                learnt = sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+                break
+            time.sleep(0.1)
+        assert learnt == 1380
 
 
 def test_tcp_upload_5mb_across_the_1400_hop(

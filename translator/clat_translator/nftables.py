@@ -1,5 +1,7 @@
 """The nftables table of the CLAT: NAT66 masquerade of the CLAT IPv6 address, and our state.
 
+It also keeps the kernel's own IPv6 multicast out of the TUN.
+
 This shells out to `nft` with a ruleset text: pyroute2's nftables support is thin (no
 masquerade, no atomic table replace, no comments), while `nft -f` applies a whole table
 atomically. The table is the CLAT's own (`ip6 clat_translator`); nothing else is touched.
@@ -46,10 +48,18 @@ def render(clat_v6: str | None, tun: str, state: str) -> str:
         f"table {TABLE_FAMILY} {TABLE_NAME} {{",
         f'  comment "{STATE_MARK} {state}"',
     ]
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]+", tun):
+        raise ValueError(f"bad TUN name {tun!r}")
+    # The kernel's own multicast (MLD reports: forwarding joins ff02::2) would go into the TUN,
+    # where the translator could only drop it and count it as a drop.
+    lines += [
+        "  chain output {",
+        "    type filter hook output priority filter; policy accept;",
+        f'    oifname "{tun}" ip6 daddr ff00::/8 drop',
+        "  }",
+    ]
     if clat_v6 is not None:
         address = ipaddress.IPv6Address(clat_v6)  # validated: nothing else reaches the text
-        if not re.fullmatch(r"[A-Za-z0-9_.@-]+", tun):
-            raise ValueError(f"bad TUN name {tun!r}")
         # conntrack picks a source port that no other flow of the pod address uses, native
         # flows included, so translated and native flows to one destination do not clash.
         lines += [

@@ -8,7 +8,6 @@ the loop through a pipe, so cleanup always runs on the main thread.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import ipaddress
 import os
 import select
@@ -23,6 +22,7 @@ from clat_translator.discovery import Discovered, DiscoveryError, Pref64Listener
 from clat_translator.health import HealthServer
 from clat_translator.metrics import Stats, make_registry
 from clat_translator.tun import TunDevice, TunError
+from clat_translator.xlat import DROP_REASONS, Translator, XlatConfig
 
 DEFAULT_CLAT_V4 = "192.0.0.1"  # RFC 7335
 DEFAULT_CLAT_V6 = "fd64:c1a7:464::1"  # an internal ULA (RFC 4193), masqueraded to the pod address
@@ -74,6 +74,7 @@ class Sidecar:
             os.set_blocking(fd, False)
         self.ipv4_mtu = 0
         self.uplink: netconf.Uplink | None = None
+        self.translator: Translator | None = None
 
     # ---- probes ---------------------------------------------------------------------------
 
@@ -101,7 +102,14 @@ class Sidecar:
             server.start()
             self.log.info("starting listen=%s tun=%s", self.settings.listen, self.settings.tun)
             code = self._serve()
-        except (SetupError, netconf.NetconfError, nftables.NftError, TunError, OSError) as exc:
+        except (
+            SetupError,
+            netconf.NetconfError,
+            nftables.NftError,
+            TunError,
+            OSError,
+            ValueError,
+        ) as exc:
             self.failed = str(exc)
             self.log.error("failed: %s", exc)
             code = 1
@@ -363,9 +371,7 @@ class Sidecar:
     def _state_text(self) -> str:
         return self.sysctls.serialize()
 
-    def _make_translator(self) -> object:
-        from clat_translator.xlat import Translator, XlatConfig
-
+    def _make_translator(self) -> Translator:
         assert self.prefix is not None and self.uplink is not None
         config = XlatConfig(
             pool6=str(self.prefix.prefixes[0]),
@@ -377,20 +383,20 @@ class Sidecar:
             # the IPv4 side is the pod's own stack: no link to fit, only the route's MTU
             ipv4_mtu=65535,
         )
-        self.xlat_config = config
         return Translator(config)
 
     def _apply_pending_prefix(self) -> None:
-        from clat_translator.xlat import Translator
-
         with self.pending_lock:
             found, self.pending = self.pending, None
         if found is None or self.prefix is None:
             return
         old = self.prefix.prefixes[0]
-        config = dataclasses.replace(self.xlat_config, pool6=str(found.prefixes[0]))
-        self.translator = Translator(config)
-        self.xlat_config = config
+        assert self.translator is not None
+        try:
+            self.translator.update_pool6(str(found.prefixes[0]))  # live: the TUN stays
+        except ValueError as exc:
+            self.log.error("PLAT prefix %s refused, keeping %s: %s", found.prefixes[0], old, exc)
+            return
         self.stats.prefix_changes += 1
         self.log.info(
             "PLAT prefix changed %s -> %s (from %s)", old, found.prefixes[0], found.source
@@ -423,7 +429,8 @@ class Sidecar:
 
     def _pump(self, tun: TunDevice) -> None:
         stats = self.stats
-        translate = self.translator.translate  # type: ignore[attr-defined]
+        assert self.translator is not None
+        translate = self.translator.translate
         for _ in range(BATCH):
             packet = tun.read()
             if packet is None:
@@ -447,8 +454,4 @@ class Sidecar:
 
 
 def _drop_reasons() -> tuple[str, ...]:
-    try:
-        from clat_translator.xlat import DROP_REASONS
-    except ImportError:
-        return ()
     return tuple(sorted(DROP_REASONS))
