@@ -90,10 +90,17 @@ RESTART_MISSING_API_CALLS: tuple[ApiCall, ...] = (
 API_CALLS: tuple[ApiCall, ...] = BASE_API_CALLS + RESTART_MISSING_API_CALLS
 
 # Only in local dev mode (with the developer's own kubeconfig): never granted by the chart.
+# (kopf's managed mode also creates an empty ValidatingWebhookConfiguration of the same name.)
 DEV_MODE_API_CALLS: tuple[ApiCall, ...] = (
     ApiCall(
         "admissionregistration.k8s.io",
         "mutatingwebhookconfigurations",
+        _({"create", "patch", "delete"}),
+        namespaced=False,
+    ),
+    ApiCall(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
         _({"create", "patch", "delete"}),
         namespaced=False,
     ),
