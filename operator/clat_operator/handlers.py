@@ -241,21 +241,18 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if state.health is not None:
         await state.health.stop()
     if state.config.dev_mode:
-        # kopf has emptied its webhooks already; remove the configuration object itself too.
-        path = kube.group_path(
-            "admissionregistration.k8s.io/v1",
-            "mutatingwebhookconfigurations",
-            name=contract.DEV_WEBHOOK_CONFIGURATION,
-        )
-        try:
-            await state.api.delete(path)
-            logger.info(
-                f"removed MutatingWebhookConfiguration {contract.DEV_WEBHOOK_CONFIGURATION}"
-            )
-        except kube.NotFound:
-            pass
-        except (kube.ApiError, TimeoutError, OSError) as e:
-            logger.warning(f"could not remove MutatingWebhookConfiguration: {e}")
+        # kopf has emptied its webhooks already; remove the configuration objects themselves.
+        # (Its managed mode makes an empty ValidatingWebhookConfiguration of the same name too.)
+        for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            name = contract.DEV_WEBHOOK_CONFIGURATION
+            path = kube.group_path("admissionregistration.k8s.io/v1", f"{kind.lower()}s", name=name)
+            try:
+                await state.api.delete(path)
+                logger.info(f"removed {kind} {name}")
+            except kube.NotFound:
+                pass
+            except (kube.ApiError, TimeoutError, OSError) as e:
+                logger.warning(f"could not remove {kind} {name}: {e}")
     if state.certs_dir is not None:
         state.certs_dir.cleanup()
 
