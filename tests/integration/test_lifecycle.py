@@ -3,11 +3,14 @@ a PLAT prefix change applied live, a routed CLAT address without NAT66."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
+import threading
 
 import pytest
 from pyroute2 import NetNS
+from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptPREF64
 
 from testbed import Testbed
 
@@ -169,3 +172,37 @@ def test_routed_clat_address_without_nat66(testbed: Testbed) -> None:
     finally:
         with NetNS(testbed.rtr) as rtr:
             rtr.route("del", dst=dedicated, dst_len=128, family=socket.AF_INET6)
+
+
+def test_prefix_from_router_advertisements_rfc8781(testbed: Testbed) -> None:
+    """A router advertises PREF64; no DNS64 answers: RFC 8781 alone gives the prefix."""
+    ra = bytes(
+        ICMPv6ND_RA(routerlifetime=0)  # not a default router: the pod's routes stay as they are
+        / ICMPv6NDOptPREF64(scaledlifetime=75, plc=0, prefix="2001:db8:64::")
+    )
+    with NetNS(testbed.rtr) as rtr:
+        index = rtr.link_lookup(ifname="to-pod")[0]
+    with testbed.inside(testbed.rtr):
+        sender = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)  # RFC 4861 §6.1.2
+    stop = threading.Event()
+
+    def advertise() -> None:
+        while not stop.wait(0.3):
+            sender.sendto(ra, ("ff02::1", 0, 0, index))
+
+    thread = threading.Thread(target=advertise, daemon=True)
+    thread.start()
+    # the PLAT's own address runs no DNS server: RFC 7050 fails there at once
+    clat = ClatProcess(testbed, "--dns64-server", testbed.addr.plat)
+    try:
+        clat.wait_ready()
+        assert re.search(r"PLAT prefix 2001:db8:64::/96 from rfc8781 from fe80::\S+ ttl=", clat.log)
+        assert clat.metric("clat_discovery_attempts_total", 'method="rfc8781",result="found"') == 1
+        assert ping(testbed)
+        assert clat.stop() == 0
+    finally:
+        stop.set()
+        thread.join()
+        sender.close()
+        clat.close()
