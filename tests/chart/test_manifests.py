@@ -86,3 +86,25 @@ def test_chart_version_follows_the_package() -> None:
         f"clat-operator {package}:"
         in (MANIFESTS / "clat-operator.yaml").read_text().splitlines()[0]
     )
+
+
+def _value_paths(schema: dict, prefix: str = "") -> list[str]:  # type: ignore[type-arg]
+    """Paths of the chart's values down to the typed leaves (k8s-shaped objects are leaves)."""
+    paths = []
+    for key, node in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        nested = node.get("additionalProperties") is False and "requests" not in node["properties"]
+        if nested and key != "issuerRef" and key != "selector":
+            paths += _value_paths(node, f"{path}.")
+        elif key != "global":
+            paths.append(path)
+    return paths
+
+
+def test_install_docs_list_every_value() -> None:
+    import json
+
+    docs = (REPO / "docs" / "install.md").read_text()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    missing = [p for p in _value_paths(schema) if f"`{p}`" not in docs]
+    assert not missing, f"docs/install.md does not describe {missing}"
