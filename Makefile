@@ -162,6 +162,11 @@ constraints: base-image $(BUILD)/pip/pip.conf
 	    /tmp/venv/bin/pip freeze --all --exclude clat-operator --exclude pip' > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 
+## ---- benchmarks (run one heavy job at a time: flock /tmp/clat-heavy.lock make bench) ----
+
+bench: venv
+	$(BIN)/python bench/xlat.py
+
 ## ---- housekeeping ---------------------------------------------------------
 
 clean:
