@@ -7,10 +7,10 @@ import dataclasses
 import struct
 
 from . import drops, four_to_six, six_to_four
-from .checksum import address_delta
+from .checksum import address_delta, finish
 from .config import XlatConfig, parse_pool6
 from .context import Context, TranslateResult, dropped
-from .rewrite import rewrite_46, rewrite_64
+from .rewrite import IP6_HEAD, ipv4_header, rewrite_46, rewrite_64
 
 _FAST4 = struct.Struct("!H2xHBB")  # from octet 2: total length, flags/offset, TTL, protocol
 _FAST6 = struct.Struct("!HBB")  # from octet 4: payload length, next header, hop limit
@@ -30,9 +30,10 @@ class Translator:
     def _configure(self, config: XlatConfig) -> None:
         self.config = config
         self._ctx = ctx = Context(config)
-        # Per address pair: (translated addresses, RFC 1624 delta), or False = general path.
-        self._cache46: dict[bytes, tuple[bytes, int] | bool] = {}
-        self._cache64: dict[bytes, tuple[bytes, int] | bool] = {}
+        # Per address pair: (translated addresses, RFC 1624 delta, IPv6 pair's sum mod 0xFFFF),
+        # or False: this pair always takes the general path.
+        self._cache46: dict[bytes, tuple[bytes, int, int] | bool] = {}
+        self._cache64: dict[bytes, tuple[bytes, int, int] | bool] = {}
         self._tc_mask = ctx.tc_mask
         self._mtu6 = ctx.ipv6_mtu
         self._lowest6 = ctx.lowest_ipv6_mtu
@@ -86,41 +87,87 @@ class Translator:
 
     # -- fast path: unfragmented TCP/UDP, no options, TTL > 1, fits the MTU -------------------
 
-    def _fast46(self, pkt: bytes, entry: tuple[bytes, int]) -> TranslateResult | None:
+    def _fast46(self, pkt: bytes, entry: tuple[bytes, int, int]) -> TranslateResult | None:
         total, frag, ttl, proto = _FAST4.unpack_from(pkt, 2)
         n = len(pkt)
         if (
-            total == n
-            and not frag & 0x3FFF  # RFC 7915 §4.1: not a fragment (DF may be set)
-            and ttl > 1
-            and ((proto == 6 and n >= 40) or (proto == 17 and n >= 28 and (pkt[26] or pkt[27])))
-            and n + 20 <= (self._mtu6 if frag else self._lowest6)
-            and not int.from_bytes(pkt[:20], "big") % 0xFFFF  # header checksum valid
+            total != n
+            or frag & 0x3FFF  # RFC 7915 §4.1: a fragment
+            or ttl <= 1
+            or n + 20 > (self._mtu6 if frag else self._lowest6)
+            or int.from_bytes(pkt[:20], "big") % 0xFFFF  # header checksum wrong
         ):
+            return None
+        if (proto == 6 and n >= 40) or (proto == 17 and n >= 28 and (pkt[26] or pkt[27])):
             return TranslateResult(
                 [rewrite_46(pkt, 20, entry[0], entry[1], pkt[1] & self._tc_mask, ttl - 1)]
             )
+        if proto == 1 and n >= 28 and (pkt[20] == 8 or pkt[20] == 0):
+            # RFC 7915 §4.2 Echo: type 8/0 -> 128/129; the checksum gains the pseudo-header.
+            if n & 1 or int.from_bytes(pkt[20:], "big") % 0xFFFF:
+                return None  # odd length or bad checksum: the general path decides
+            t6 = 129 - (pkt[20] >> 3)
+            old = (pkt[22] << 8) | pkt[23]
+            c = finish(0xFFFF - old + ((t6 - pkt[20]) << 8) + entry[2] + 58 + n - 20)
+            return TranslateResult(
+                [
+                    b"".join(
+                        (
+                            IP6_HEAD.pack(
+                                0x60000000 | ((pkt[1] & self._tc_mask) << 20), n - 20, 58, ttl - 1
+                            ),
+                            entry[0],
+                            bytes((t6, pkt[21])),
+                            c.to_bytes(2, "big"),
+                            pkt[24:],
+                        )
+                    )
+                ]
+            )
         return None
 
-    def _fast64(self, pkt: bytes, entry: tuple[bytes, int]) -> TranslateResult | None:
+    def _fast64(self, pkt: bytes, entry: tuple[bytes, int, int]) -> TranslateResult | None:
         plen, nh, hop = _FAST6.unpack_from(pkt, 4)
         n = len(pkt)
         total = n - 20
-        if (
-            plen + 40 == n
-            and hop > 1
-            and ((nh == 6 and n >= 60) or (nh == 17 and n >= 48))
-            and total <= self._mtu4
-        ):
-            tos = self._new_tos if self._reset_tos else (pkt[0] & 15) << 4 | pkt[1] >> 4
-            if total > self._df_limit:
-                ident, flags = 0, 0x4000
-            else:
-                ident, flags = self._ctx.next_ident(), 0
+        if plen + 40 != n or hop <= 1 or total > self._mtu4:
+            return None
+        tos = self._new_tos if self._reset_tos else ((pkt[0] & 0x0F) << 4) | (pkt[1] >> 4)
+        if (nh == 6 and n >= 60) or (nh == 17 and n >= 48):
+            pass
+        elif nh == 58 and n >= 48 and (pkt[40] == 128 or pkt[40] == 129):
+            # RFC 7915 §5.2 Echo: type 128/129 -> 8/0; the checksum loses the pseudo-header.
+            pseudo = entry[2] + 58 + plen
+            if n & 1 or (int.from_bytes(pkt[40:], "big") + pseudo) % 0xFFFF:
+                return None  # odd length or bad checksum: the general path decides
+            t4 = 8 if pkt[40] == 128 else 0
+            old = (pkt[42] << 8) | pkt[43]
+            c = finish(0xFFFF - old + ((t4 - pkt[40]) << 8) - pseudo)
+            ident, flags = self._ident_flags(total)
             return TranslateResult(
-                [rewrite_64(pkt, 40, nh, entry[0], entry[1], tos, ident, flags, hop - 1)]
+                [
+                    b"".join(
+                        (
+                            ipv4_header(tos, total, ident, flags, hop - 1, 1, entry[0]),
+                            bytes((t4, pkt[41])),
+                            c.to_bytes(2, "big"),
+                            pkt[44:],
+                        )
+                    )
+                ]
             )
-        return None
+        else:
+            return None
+        ident, flags = self._ident_flags(total)
+        return TranslateResult(
+            [rewrite_64(pkt, 40, nh, entry[0], entry[1], tos, ident, flags, hop - 1)]
+        )
+
+    def _ident_flags(self, total: int) -> tuple[int, int]:
+        # RFC 7915 §5.1: DF (and ID 0, RFC 6864) above 1260 bytes, else a fresh ID.
+        if total > self._df_limit:
+            return 0, 0x4000
+        return self._ctx.next_ident(), 0
 
     def _learn46(self, key: bytes) -> None:
         """Remember how an IPv4 address pair translates, when it is the plain case."""
@@ -135,7 +182,7 @@ class Translator:
             cache[key] = False
             return
         addrs6 = s[0] + d[0]
-        cache[key] = (addrs6, address_delta(key, addrs6))
+        cache[key] = (addrs6, address_delta(key, addrs6), int.from_bytes(addrs6, "big") % 0xFFFF)
 
     def _learn64(self, key: bytes) -> None:
         """Remember how an IPv6 address pair translates, when it is the plain case."""
@@ -158,4 +205,4 @@ class Translator:
             cache[key] = False
             return
         addrs4 = s[0] + d[0]
-        cache[key] = (addrs4, address_delta(key, addrs4))
+        cache[key] = (addrs4, address_delta(key, addrs4), int.from_bytes(key, "big") % 0xFFFF)
