@@ -5,12 +5,15 @@ calls it makes (clat_operator.contract)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, NamedTuple
 
 import pytest
 from clat_operator import contract
+from clat_operator.config import Config
 
 from tests.chart.chart import (
+    CHART,
     NAMESPACE,
     VALUE_SETS,
     Manifest,
@@ -150,9 +153,6 @@ def test_env_is_exactly_the_operator_settings(name: str) -> None:
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_operator_accepts_the_rendered_settings(name: str) -> None:
     """The operator's own settings parser reads what the chart renders."""
-    config_module = pytest.importorskip("clat_operator.config")
-    Config = config_module.Config  # noqa: N806
-
     env = env_of(render(VALUE_SETS[name]))
     env["CLAT_OPERATOR_NAMESPACE"] = NAMESPACE
     config = Config.from_env(env)
@@ -343,3 +343,41 @@ def test_pod_monitor_scrapes_the_sidecar() -> None:
     assert ipv6["replacement"] == f"[${{1}}]:{contract.SIDECAR_HTTP_PORT}"
     assert ipv4["replacement"] == f"${{1}}:{contract.SIDECAR_HTTP_PORT}"
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
+
+
+def test_schema_allows_what_the_operator_accepts() -> None:
+    """The schema's choices and bounds are the operator's: nothing it allows is refused later
+    (a crash-looping operator), nothing the operator offers is refused by the chart."""
+    from clat_operator import validation
+    from clat_operator.config import ConfigError, NativeSidecar, SecurityMode
+
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    clat = schema["clat"]["properties"]
+    sidecar = clat["sidecar"]["properties"]
+    assert set(sidecar["securityMode"]["enum"]) == {m.value for m in SecurityMode}
+    assert set(sidecar["native"]["enum"]) == {m.value for m in NativeSidecar}
+    assert (clat["mtu"]["minimum"], clat["mtu"]["maximum"]) == (
+        validation.MTU_MIN,
+        validation.MTU_MAX,
+    )
+    prefix = re.compile(clat["platPrefix"]["pattern"])
+    for length in range(0, 129):
+        example = f"2001:db8::/{length}"
+        assert bool(prefix.match(example)) == (length in validation.RFC6052_LENGTHS), example
+
+    base = env_of(render())
+    base["CLAT_OPERATOR_NAMESPACE"] = NAMESPACE
+    choices = {
+        "CLAT_OPERATOR_LOG_LEVEL": schema["logLevel"]["enum"],
+        "CLAT_OPERATOR_SIDECAR_IMAGE_PULL_POLICY": sidecar["image"]["properties"]["pullPolicy"][
+            "enum"
+        ],
+        "CLAT_OPERATOR_MTU": [str(validation.MTU_MIN), str(validation.MTU_MAX)],
+        "CLAT_OPERATOR_PLAT_PREFIX": ["64:ff9b::/96", "2001:db8:64::/96", "2001:db8::/32"],
+    }
+    for env, values in choices.items():
+        for value in values:
+            Config.from_env({**base, env: value})  # raises ConfigError if refused
+    for env, value in (("CLAT_OPERATOR_LOG_LEVEL", "verbose"), ("CLAT_OPERATOR_MTU", "576")):
+        with pytest.raises(ConfigError):
+            Config.from_env({**base, env: value})
