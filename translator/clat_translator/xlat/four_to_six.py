@@ -164,21 +164,10 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
     data = pkt[ihl:]
     if proto in (TCP, UDP):
         if first:
-            at = L4_CHECKSUM_OFFSET[proto]
-            if size < at + 2:
-                return dropped(drops.BAD_FRAGMENT if fragmented else drops.TRUNCATED)
-            if proto == UDP and data[6] == 0 and data[7] == 0:
-                # §4.5: a zero UDP checksum is not allowed in IPv6.
-                if fragmented:
-                    return dropped(drops.FRAGMENTED_UDP_CHECKSUM_ZERO)
-                if not ctx.amend_udp:
-                    return dropped(drops.UDP_CHECKSUM_ZERO)
-                c = finish_udp(sum16(data) + pseudo6(addrs6, UDP, size))
-                data = data[:6] + c.to_bytes(2, "big") + data[8:]
-            else:
-                # §4.5: incremental update for the pseudo-header change (RFC 1624).
-                delta = address_delta(pkt[12:20], addrs6)
-                data = fix_l4_checksum(data[: at + 2], proto, delta) + data[at + 2 :]
+            r = tcp_udp_4to6(ctx, pkt[12:20], addrs6, proto, data, fragmented)
+            if isinstance(r, str):
+                return dropped(r)
+            data = r
     elif proto == ICMP:
         if fragmented:
             if first:
@@ -217,6 +206,30 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
             ctx.ipv6_mtu if df else ctx.lowest_ipv6_mtu,
         )
     )
+
+
+# -- §4.5: TCP and UDP ------------------------------------------------------------------------
+
+
+def tcp_udp_4to6(
+    ctx: Context, addrs4: bytes, addrs6: bytes, proto: int, data: bytes, fragmented: bool
+) -> bytes | str:
+    """The transport header of an unfragmented packet or first fragment; str = drop reason."""
+    at = L4_CHECKSUM_OFFSET[proto]
+    if len(data) < at + 2:
+        return drops.BAD_FRAGMENT if fragmented else drops.TRUNCATED
+    if proto == UDP and data[6] == 0 and data[7] == 0:
+        # §4.5: IPv6 forbids a zero UDP checksum. A stateless translator can compute it
+        # only for an unfragmented datagram, and only when told to (amend_udp_checksum_zero).
+        if fragmented:
+            return drops.FRAGMENTED_UDP_CHECKSUM_ZERO
+        if not ctx.amend_udp:
+            return drops.UDP_CHECKSUM_ZERO
+        c = finish_udp(sum16(data) + pseudo6(addrs6, UDP, len(data)))
+        return data[:6] + c.to_bytes(2, "big") + data[8:]
+    # §4.5: incremental update for the pseudo-header change (RFC 1624), no payload pass.
+    delta = address_delta(addrs4, addrs6)
+    return fix_l4_checksum(data[: at + 2], proto, delta) + data[at + 2 :]
 
 
 # -- §4.2: ICMPv4 -> ICMPv6 --------------------------------------------------------------------

@@ -190,13 +190,10 @@ def translate(ctx: Context, pkt: bytes) -> TranslateResult:
     addrs4 = src4 + dst4
     if proto in (TCP, UDP):
         if first:
-            at = L4_CHECKSUM_OFFSET[proto]
-            if size < at + 2:
-                return dropped(drops.BAD_FRAGMENT if fragmented else drops.TRUNCATED)
-            # §5.5: incremental update for the pseudo-header change (RFC 1624). A zero UDP
-            # checksum stays zero: IPv4 reads it as "no checksum".
-            delta = address_delta(pkt[8:40], addrs4)
-            data = fix_l4_checksum(data[: at + 2], proto, delta) + data[at + 2 :]
+            r = tcp_udp_6to4(pkt[8:40], addrs4, proto, data, fragmented)
+            if isinstance(r, str):
+                return dropped(r)
+            data = r
     elif proto == ICMPV6:
         proto = ICMP
         if fragmented:
@@ -243,6 +240,22 @@ def translate(ctx: Context, pkt: bytes) -> TranslateResult:
             back.extend(r2.out)
         return TranslateResult([], back)
     return TranslateResult(out)
+
+
+# -- §5.5: TCP and UDP ------------------------------------------------------------------------
+
+
+def tcp_udp_6to4(
+    addrs6: bytes, addrs4: bytes, proto: int, data: bytes, fragmented: bool
+) -> bytes | str:
+    """The transport header of an unfragmented packet or first fragment; str = drop reason."""
+    at = L4_CHECKSUM_OFFSET[proto]
+    if len(data) < at + 2:
+        return drops.BAD_FRAGMENT if fragmented else drops.TRUNCATED
+    # §5.5: incremental update for the pseudo-header change (RFC 1624). A zero UDP checksum
+    # stays zero: IPv4 reads it as "no checksum" (RFC 768).
+    delta = address_delta(addrs6, addrs4)
+    return fix_l4_checksum(data[: at + 2], proto, delta) + data[at + 2 :]
 
 
 # -- §5.2: ICMPv6 -> ICMPv4 --------------------------------------------------------------------
