@@ -52,6 +52,9 @@ def test_sigterm_leaves_the_namespace_exactly_as_before(testbed: Testbed) -> Non
         assert "clat_translator" in during["nftables"]
         assert "default dev clat" in during["routes4"]
         assert ping(testbed)
+        # readiness is checked against the namespace, not remembered
+        testbed.run(testbed.pod, ["ip", "-4", "route", "del", "default", "dev", "clat"], check=True)
+        assert clat.http("/readyz") == (503, "the routes through clat are missing")
         assert clat.stop(signal.SIGTERM) == 0
     finally:
         clat.close()

@@ -82,9 +82,19 @@ class Sidecar:
         return (False, self.failed) if self.failed else (True, "ok")
 
     def ready(self) -> tuple[bool, str]:
-        if self.stats.ready:
-            return True, "standing down" if self.stats.standing_down else "translating"
-        return False, self.not_ready_reason
+        if not self.stats.ready:
+            return False, self.not_ready_reason
+        if self.stats.standing_down:
+            return True, "standing down"
+        # checked on every probe: a route deleted behind our back makes the pod not ready
+        try:
+            with netconf.netlink() as ipr:
+                in_place = netconf.tun_routes_present(ipr, self.settings.tun, self.clat_v6)
+        except OSError as exc:
+            return False, f"cannot read routes: {exc}"
+        if not in_place:
+            return False, f"the routes through {self.settings.tun} are missing"
+        return True, "translating"
 
     # ---- the whole life -------------------------------------------------------------------
 
