@@ -14,7 +14,9 @@ from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
     ICMPv6EchoRequest,
     ICMPv6PacketTooBig,
+    IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
 )
 from scapy.utils import checksum
@@ -131,6 +133,11 @@ def test_every_truncation_of_a_valid_packet(seed: bytes) -> None:
         ),
         (v6(b"\x11\x05" + b"\0" * 6, nh=0), drops.BAD_EXTENSION_HEADER),  # runs past the end
         (v6(UDP(), nh=0, plen=0), drops.BAD_LENGTH),  # jumbogram
+        (v6(IPv6ExtHdrDestOpt() / IPv6ExtHdrHopByHop() / UDP()), drops.BAD_EXTENSION_HEADER),
+        (
+            v6(IPv6ExtHdrFragment(m=1) / IPv6ExtHdrDestOpt() / UDP() / b"1234567"),
+            drops.BAD_EXTENSION_HEADER,
+        ),
         (v4(b"\0" * 20, proto=58), drops.ICMP_WRONG_FAMILY),
         (v6(ICMP(type=8), nh=1), drops.ICMP_WRONG_FAMILY),
     ],
