@@ -209,3 +209,19 @@ def test_prefix_from_router_advertisements_rfc8781(testbed: Testbed) -> None:
         thread.join()
         sender.close()
         clat.close()
+
+
+def test_refuses_a_foreign_device_with_the_tun_name(testbed: Testbed) -> None:
+    with NetNS(testbed.pod) as ns:
+        ns.link("add", ifname="clat", kind="veth", peer={"ifname": "clat-peer"})
+    try:
+        clat = ClatProcess(testbed, "--plat-prefix", PREFIX)
+        try:
+            assert clat.proc.wait(10) == 1
+            assert "a device named 'clat' exists and is not a TUN (kind veth)" in clat.log
+            assert "Traceback" not in clat.log
+        finally:
+            clat.close()
+    finally:
+        with NetNS(testbed.pod) as ns:
+            ns.link("del", index=ns.link_lookup(ifname="clat")[0])

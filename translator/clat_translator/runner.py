@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from clat_translator import discovery, logs, netconf, nftables
 from clat_translator.discovery import Discovered, DiscoveryError, Pref64Listener
 from clat_translator.health import HealthServer
@@ -90,7 +92,7 @@ class Sidecar:
         try:
             with netconf.netlink() as ipr:
                 in_place = netconf.tun_routes_present(ipr, self.settings.tun, self.clat_v6)
-        except OSError as exc:
+        except (OSError, NetlinkError) as exc:
             return False, f"cannot read routes: {exc}"
         if not in_place:
             return False, f"the routes through {self.settings.tun} are missing"
@@ -117,6 +119,7 @@ class Sidecar:
             netconf.NetconfError,
             nftables.NftError,
             TunError,
+            NetlinkError,
             OSError,
             ValueError,
         ) as exc:
