@@ -16,7 +16,7 @@ from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest
 from scapy.packet import Packet
 from xlat_helpers import CLAT_V4, CLAT_V6, ICMP, IP, TCP, UDP, IPv6, clat, parse4, parse6
 
-ROUND = settings(max_examples=250, deadline=None, derandomize=True)
+ROUND = settings(max_examples=600, deadline=None, derandomize=True)
 
 GLOBAL_V4 = (
     st.integers(0x01000000, 0xDFFFFFFF).map(ipaddress.IPv4Address).filter(lambda a: a.is_global)
