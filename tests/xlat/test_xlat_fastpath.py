@@ -3,7 +3,10 @@
 import pytest
 from clat_translator.xlat import Translator
 from clat_translator.xlat.context import TranslateResult
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6ExtHdrFragment
+from scapy.packet import Packet
 from xlat_helpers import ICMP, TCP, UDP, clat, v4, v6
 
 PACKETS = [
@@ -67,3 +70,45 @@ def test_fast_path_is_taken() -> None:
     assert fast._cache46  # the pair was learnt
     fast.translate(v6(TCP()))
     assert fast._cache64
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    version=st.sampled_from([4, 6]),
+    proto=st.sampled_from(["tcp", "udp", "echo", "reply"]),
+    size=st.integers(0, 1600),
+    ttl=st.integers(0, 255),
+    tos=st.integers(0, 255),
+    df=st.booleans(),
+    zero_checksum=st.booleans(),
+    corrupt=st.one_of(st.none(), st.integers(0, 2000)),
+)
+def test_fast_path_bytes_equal_general_path_for_generated_packets(
+    version: int,
+    proto: str,
+    size: int,
+    ttl: int,
+    tos: int,
+    df: bool,
+    zero_checksum: bool,
+    corrupt: int | None,
+) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    l4: Packet
+    if proto == "tcp":
+        l4 = TCP(sport=1, dport=2, chksum=0 if zero_checksum else None) / data
+    elif proto == "udp":
+        l4 = UDP(sport=3, dport=4, chksum=0 if zero_checksum else None) / data
+    elif version == 4:
+        l4 = ICMP(type=8 if proto == "echo" else 0) / data
+    else:
+        l4 = (ICMPv6EchoRequest if proto == "echo" else ICMPv6EchoReply)(data=data)
+    if version == 4:
+        packet = bytearray(v4(l4, ttl=ttl, tos=tos, flags="DF" if df else 0))
+    else:
+        packet = bytearray(v6(l4, hlim=ttl, tc=tos))
+    if corrupt is not None:
+        packet[corrupt % len(packet)] ^= 0x5A
+    fast, general = _pair(amend_udp_checksum_zero=zero_checksum)
+    for _ in range(2):
+        assert _same(fast.translate(bytes(packet)), general.translate(bytes(packet)))
