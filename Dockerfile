@@ -27,15 +27,6 @@ RUN /opt/clat/bin/pip install -q --no-deps --no-build-isolation /src \
  && /opt/clat/bin/pip uninstall -q -y pip setuptools
 
 FROM ${BASE_IMAGE}
-ARG VERSION=dev
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="clat-operator" \
-      org.opencontainers.image.description="CLAT (RFC 6877 464XLAT) for Kubernetes pods: the kopf operator and the injected clat-translator sidecar" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/clat-operator/clat-operator" \
-      org.opencontainers.image.base.name="debian:trixie-slim"
 # python3: the venv's interpreter. nftables: the sidecar's NAT66 masquerade (it runs the
 # `nft` command); netlink is pyroute2, so no iproute2. Not pinned: see the build stage.
 # hadolint ignore=DL3008
@@ -51,4 +42,14 @@ COPY --from=build /opt/clat /opt/clat
 ENV PATH=/opt/clat/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 65532:65532
+# Last: a new revision changes only this layer, not the packages above.
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="clat-operator" \
+      org.opencontainers.image.description="CLAT (RFC 6877 464XLAT) for Kubernetes pods: the kopf operator and the injected clat-translator sidecar" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/clat-operator/clat-operator" \
+      org.opencontainers.image.base.name="debian:trixie-slim"
 CMD ["clat-operator", "run"]
