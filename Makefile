@@ -148,7 +148,7 @@ image: base-image $(BUILD)/pip/pip.conf
 	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
 	  -t $(IMAGE) . >/dev/null; \
 	new=$$($(PODMAN) image inspect -f '{{.Id}}' $(IMAGE)); \
-	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(PODMAN) rmi -f $$old >/dev/null 2>&1 || true; fi; \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(PODMAN) rmi $$old >/dev/null 2>&1 || true; fi; \
 	echo "image $(IMAGE): $$($(PODMAN) image inspect -f '{{.Size}}' $(IMAGE) | awk '{printf "%.0f MB", $$1/1e6}'), built in $$(( $$(date +%s) - start )) s"
 
 # Regenerate constraints.txt: resolve pyproject's dependencies with the image's own Python.
