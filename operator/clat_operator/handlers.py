@@ -106,6 +106,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         except ConfigError as e:
             raise kopf.PermanentError(str(e)) from None
     logging.getLogger("clat_operator").setLevel(config.log_level)
+    if config.log_level > logging.DEBUG:
+        # kopf logs every handled watch event and aiohttp every webhook call at INFO:
+        # at cluster scale that is a line per pod event. Problems are still logged.
+        for noisy in ("kopf.objects", "aiohttp.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
     # Only the operator's own Events reach the API; kopf's handler logs stay in the pod log.
     settings.posting.reporting_component = "clat-operator"

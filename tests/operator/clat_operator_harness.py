@@ -11,6 +11,7 @@ import base64
 import contextlib
 import copy
 import json
+import logging
 import os
 import pathlib
 import re
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
+import aiohttp.web
 import jsonpatch
 import kmock
 import kubernetes_validate
@@ -50,6 +52,17 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+class ApiServer(kmock.KubernetesEmulator):
+    """kmock's emulator plus `metadata.generateName`, as the API server does it (Events use it)."""
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        metadata = request.data.get("metadata") if isinstance(request.data, dict) else None
+        creates = request.action == kmock.action.CREATE and isinstance(metadata, dict)
+        if creates and metadata.get("generateName") and not metadata.get("name"):
+            metadata["name"] = metadata["generateName"] + uuid.uuid4().hex[:5]
+        return await super()._handle(request)
 
 
 class Emulator:
@@ -85,7 +98,7 @@ class Emulator:
             self._ready.set()
 
     async def _serve(self) -> None:
-        async with kmock.KubernetesEmulator() as k8s, kmock.Server(k8s) as server:
+        async with ApiServer() as k8s, kmock.Server(k8s) as server:
             k8s.resources.load_bundled()
             k8s.resources[f"{contract.PEERING_API_VERSION}/clusterkopfpeerings"] = (
                 kmock.ResourceInfo(kind=contract.PEERING_KIND, namespaced=False)
@@ -237,6 +250,32 @@ def allowed_calls(calls: tuple[contract.ApiCall, ...]) -> set[tuple[str, str, st
 # ---- the operator ---------------------------------------------------------------------
 
 
+class ThreadLog(logging.Handler):
+    """Log records of one thread (the operator's), readable while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.thread: int | None = None
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.records.append(record)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(f"{r.levelname} {r.name}: {r.getMessage()}" for r in list(self.records))
+
+    @property
+    def problems(self) -> list[str]:
+        """ERROR records and anything logged with a traceback."""
+        return [
+            f"{r.levelname} {r.name}: {r.getMessage()}"
+            for r in list(self.records)
+            if r.levelno >= logging.ERROR or r.exc_info
+        ]
+
+
 class Operator:
     """`kopf run -A -m clat_operator.handlers` in KopfRunner, with CLAT_OPERATOR_* settings."""
 
@@ -262,13 +301,16 @@ class Operator:
             self.env["CLAT_OPERATOR_TLS_KEY_FILE"] = str(self.key_file)
         self.env.update({f"CLAT_OPERATOR_{k}": v for k, v in settings.items()})
         self.runner = KopfRunner(OPERATOR_ARGS, timeout=30)
+        self.log = ThreadLog()
 
     def __enter__(self) -> Operator:
         # The settings are read once at start (and KUBECONFIG at login, right after it).
         saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
+        logging.getLogger().addHandler(self.log)
         try:
             self.runner.__enter__()
+            self.log.thread = self.runner._thread.ident
             self.wait_ready()
         finally:
             for k, v in saved.items():
@@ -279,7 +321,10 @@ class Operator:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.runner.__exit__(None, None, None)
+        try:
+            self.runner.__exit__(None, None, None)
+        finally:
+            logging.getLogger().removeHandler(self.log)
 
     def health(self, path: str) -> int:
         try:
@@ -294,7 +339,8 @@ class Operator:
 
     @property
     def output(self) -> str:
-        return self.runner.output
+        """What the operator logged so far."""
+        return self.log.text
 
     def ssl_context(self) -> ssl.SSLContext:
         """Trust the webhook's certificate as the API server does (caBundle), hostname checked."""
