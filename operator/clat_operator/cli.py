@@ -72,6 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(settings: config.Config) -> int:
+    if not settings.dev_mode:
+        for path in (settings.tls_cert_file, settings.tls_key_file):
+            if not os.access(path, os.R_OK):
+                print(
+                    f"clat-operator: error: webhook TLS file {path} is not readable: in the "
+                    "cluster the chart mounts it; for local development use "
+                    "--webhook-host 127.0.0.1",
+                    file=sys.stderr,
+                )
+                return 2
     import kopf
 
     import clat_operator.handlers  # noqa: F401  (registers the handlers)

@@ -302,6 +302,7 @@ class Operator:
         self.env.update({f"CLAT_OPERATOR_{k}": v for k, v in settings.items()})
         self.runner = KopfRunner(OPERATOR_ARGS, timeout=30)
         self.log = ThreadLog()
+        self.stopped = False
 
     def __enter__(self) -> Operator:
         # The settings are read once at start (and KUBECONFIG at login, right after it).
@@ -321,6 +322,9 @@ class Operator:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.stopped:
+            return  # stopped early by the test (a replica going away)
+        self.stopped = True
         try:
             self.runner.__exit__(None, None, None)
         finally:
