@@ -190,7 +190,8 @@ async def _native_sidecars(api: kube.Kube, config: Config) -> bool:
     if config.native_sidecar is not NativeSidecar.AUTO:
         return config.native_sidecar is NativeSidecar.ON
     try:
-        version = await api.get("/version", timeout=5.0, retries=(1.0,))
+        # A blip at start must not mean classic sidecars until the next restart: retry ~15 s.
+        version = await api.get("/version", timeout=5.0, retries=(1.0, 2.0, 4.0, 8.0))
     except (kube.ApiError, TimeoutError, OSError) as e:
         logger.warning(f"API server version unknown ({e}): injecting classic sidecars")
         return False

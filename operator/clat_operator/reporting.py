@@ -123,6 +123,7 @@ class Reporter:
         self.announced: set[str] = set()
         self.missing_reported: set[str] = set()
         self.not_ready_warned: set[str] = set()
+        self.ready_once: set[str] = set()  # the startup window is over for these
         self.pending: dict[str, asyncio.Task[None]] = {}
         self._owner_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
 
@@ -130,6 +131,7 @@ class Reporter:
         self.announced.discard(uid)
         self.missing_reported.discard(uid)
         self.not_ready_warned.discard(uid)
+        self.ready_once.discard(uid)
         task = self.pending.pop(uid, None)
         if task is not None:
             task.cancel()
@@ -154,6 +156,8 @@ class Reporter:
             self.forget(uid)
             return
         if injection.has_sidecar(pod):
+            if not injection.read_injected(pod):
+                return  # a container named clat that this operator did not add
             if event_type == "ADDED" and uid not in self.announced:
                 self.announce(pod)
             self.track_readiness(pod)
@@ -164,8 +168,6 @@ class Reporter:
 
     def announce(self, pod: Pod) -> None:
         record = injection.read_injected(pod)
-        if not record:
-            return  # a container named clat that this operator did not add
         self.announced.add(str(injection.meta(pod).get("uid")))
         mode = (
             "a native sidecar (init container)" if record.get("mode") == "native" else "a container"
@@ -301,14 +303,17 @@ class Reporter:
     # ---- not ready ---------------------------------------------------------------------
 
     def track_readiness(self, pod: Pod) -> None:
+        """Warn once if clat does not get ready in its startup window (later crashes: the
+        kubelet's own BackOff Events tell)."""
         uid = str(injection.meta(pod).get("uid"))
         status = clat_status(pod)
         if status is not None and status.get("ready"):
+            self.ready_once.add(uid)
             task = self.pending.pop(uid, None)
             if task is not None:
                 task.cancel()
             return
-        if uid in self.not_ready_warned or uid in self.pending:
+        if uid in self.not_ready_warned or uid in self.pending or uid in self.ready_once:
             return
         started = scheduled_at(pod)
         if started is None:

@@ -242,18 +242,24 @@ def test_not_ready_sidecar_is_warned_about(emulator: Emulator, tmp_path: pathlib
         recovers = injected_pod(ready=False, name="recovers")
         emulator.create(PODS.format("apps"), stuck)
         emulator.create(PODS.format("apps"), recovers)
+        was_ready = injected_pod(ready=True, name="was-ready")
+        emulator.create(PODS.format("apps"), was_ready)
         recovered = {"name": "clat", "ready": True, "restartCount": 3, "state": {"running": {}}}
         emulator.patch(
             f"{PODS.format('apps')}/recovers-pod",
             {"status": {"initContainerStatuses": [recovered]}},
         )
+        # Ready once, then not: past its startup window (the kubelet reports later crashes).
+        emulator.patch(f"{PODS.format('apps')}/was-ready-pod", {"status": stuck["status"]})
 
         event = one_event(emulator, "stuck-pod", "ClatNotReady", timeout=10)
         assert event["type"] == "Warning"
         assert "not ready 1s after the pod was scheduled" in event["message"]
         assert "waiting: CrashLoopBackOff (back-off 40s); restarts 3" in event["message"]
         assert "kubectl logs stuck-pod -c clat -n apps" in event["message"]
+        time.sleep(0.5)  # the same deadline for all three pods
         assert emulator.events_for("recovers-pod", "ClatNotReady") == []
+        assert emulator.events_for("was-ready-pod", "ClatNotReady") == []
         assert_within_contract(emulator, operator)
 
 
