@@ -65,7 +65,10 @@ class State:
         native = await _native_sidecars(self.api, self.config)
         discovered = ""
         if not self.config.plat_prefix and self.config.discover_prefix:
-            discovered = await discovery.discover_plat_prefix()
+            try:
+                discovered = await discovery.discover_plat_prefix()
+            except Exception:  # never worth failing for: the sidecars discover it themselves
+                logger.exception("PLAT prefix discovery failed; the sidecars will discover it")
         self.runtime = self.reporter.runtime = injection.Runtime(native, discovered)
         self.initialized.set()
         logger.info(
@@ -192,7 +195,7 @@ async def _native_sidecars(api: kube.Kube, config: Config) -> bool:
     try:
         # A blip at start must not mean classic sidecars until the next restart: retry ~15 s.
         version = await api.get("/version", timeout=5.0, retries=(1.0, 2.0, 4.0, 8.0))
-    except (kube.ApiError, TimeoutError, OSError) as e:
+    except kube.FAILURES as e:
         logger.warning(f"API server version unknown ({e}): injecting classic sidecars")
         return False
     parsed = parse_version(version)
@@ -234,6 +237,11 @@ async def _ensure_peering_object(api: kube.Kube, settings: kopf.OperatorSettings
             )
         else:
             logger.info(f"CRD {contract.PEERING_CRD} absent: running without peering")
+    except kube.FAILURES as e:
+        logger.error(
+            f"could not create {contract.PEERING_KIND} {contract.PEERING_NAME} ({e}): until it "
+            f"exists the watch side stays paused; the webhook works"
+        )
 
 
 @kopf.on.cleanup()
@@ -257,7 +265,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
                 logger.info(f"removed {kind} {name}")
             except kube.NotFound:
                 pass
-            except (kube.ApiError, TimeoutError, OSError) as e:
+            except kube.FAILURES as e:
                 logger.warning(f"could not remove {kind} {name}: {e}")
     if state.certs_dir is not None:
         state.certs_dir.cleanup()
@@ -328,7 +336,7 @@ async def _plan(
     if not state.config.excluded(namespace) and injection.pod_choice(pod)[0] is None:
         try:
             labels = await state.namespaces.get(namespace)
-        except (kube.ApiError, TimeoutError, OSError) as e:
+        except kube.FAILURES as e:
             warnings.append(
                 f"clat-operator could not read the labels of namespace {namespace} ({e}); "
                 f"the pod is admitted without the clat sidecar"

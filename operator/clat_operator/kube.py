@@ -25,6 +25,9 @@ ApiError = _errors.APIError
 NotFound = _errors.APINotFoundError
 Conflict = _errors.APIConflictError
 
+# What a request can fail with: an API status, a timeout, the connection (kopf has retried).
+FAILURES: tuple[type[BaseException], ...] = (ApiError, TimeoutError, OSError, aiohttp.ClientError)
+
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
 
@@ -107,7 +110,7 @@ class NamespaceLabels:
         self._pending: dict[str, asyncio.Future[dict[str, str]]] = {}
 
     async def get(self, namespace: str) -> dict[str, str]:
-        """The labels, or {} for a namespace that does not exist. Raises ApiError/TimeoutError."""
+        """The labels, or {} for a namespace that does not exist. Raises one of FAILURES."""
         cached = self._cache.get(namespace)
         if cached is not None and time.monotonic() - cached[0] < self.ttl:
             return cached[1]

@@ -199,7 +199,7 @@ class Reporter:
         if choice is None:
             try:
                 labels = await self.namespaces.get(namespace)
-            except (kube.ApiError, TimeoutError, OSError) as e:
+            except kube.FAILURES as e:
                 logger.warning(
                     f"pod {describe(pod)}: labels of namespace {namespace} unreadable: {e}"
                 )
@@ -237,7 +237,7 @@ class Reporter:
         namespace = str(injection.meta(pod).get("namespace"))
         try:
             target = await self._restart_target(pod, namespace)
-        except (kube.ApiError, TimeoutError, OSError) as e:
+        except kube.FAILURES as e:
             return f"could not find its workload ({e}); {self.advice(pod)}"
         if isinstance(target, str):
             return target
@@ -263,7 +263,7 @@ class Reporter:
                 stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
                 patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
                 await self.api.merge_patch(path, patch)
-            except (kube.ApiError, TimeoutError, OSError) as e:
+            except kube.FAILURES as e:
                 return f"restarting {kind.lower()}/{name} failed ({e}); {self.advice(pod)}"
         owner_body = {
             "apiVersion": group_version,
@@ -333,7 +333,7 @@ class Reporter:
                 fresh = await self.api.get(kube.core_path("pods", namespace, name))
             except kube.NotFound:
                 return
-            except (kube.ApiError, TimeoutError, OSError) as e:
+            except kube.FAILURES as e:
                 logger.warning(
                     f"pod {namespace}/{name}: could not re-read it for the readiness check: {e}"
                 )

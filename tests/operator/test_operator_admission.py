@@ -13,6 +13,7 @@ import json
 import pathlib
 from collections.abc import Iterator
 
+import kmock
 import pytest
 from clat_operator import contract
 from clat_operator_harness import Emulator, Operator, Review, post_review, validate_pod
@@ -327,3 +328,18 @@ def test_in_cluster_mode_manages_no_webhook_configuration(
         if r.resource.plural is not None  # not discovery
     }
     assert touched == set()
+
+
+async def test_unreadable_namespace_admits_the_pod_untouched_with_a_warning(
+    operator: Operator, emulator: Emulator
+) -> None:
+    async def break_namespace(k8s: kmock.KubernetesEmulator) -> None:
+        k8s["get /api/v1/namespaces/broken"] ** 10 << 500  # over the harness namespace reader
+
+    emulator.call(break_namespace)
+    review = await admit(operator, deployment_pod(annotations={}), namespace="broken")
+
+    assert review.allowed and review.patch_ops == []
+    assert len(review.warnings) == 1
+    assert "could not read the labels of namespace broken" in review.warnings[0]
+    assert "admitted without the clat sidecar" in review.warnings[0]
