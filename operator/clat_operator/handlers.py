@@ -120,6 +120,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.CRITICAL
     # Read the API's resources once at start; no watching of CRDs or namespaces (less RBAC).
     settings.scanning.disabled = True
+    # Watches end and restart regularly, so a silently dead connection is noticed (kopf's
+    # defaults wait forever); plain requests give up after 30 s (kopf then retries).
+    settings.watching.server_timeout = 600
+    settings.watching.client_timeout = 660
+    settings.watching.connect_timeout = 10
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 30
     _configure_peering(settings, config)
 
     api = kube.Kube(settings)

@@ -35,7 +35,7 @@ async def test_every_replica_serves_one_watches_and_the_other_takes_over(
                 return peering.get("status") or {}
 
             wait_until(lambda: len(peers()) == 2, what="both replicas in the peering object")
-            time.sleep(1.0)  # both have seen each other: one leads, one is paused
+            time.sleep(1.5)  # both have seen each other: one leads, one is paused
 
             for replica in replicas:  # both answer admission requests
                 url = f"https://localhost:{replica.webhook_port}{contract.WEBHOOK_PATH}"
