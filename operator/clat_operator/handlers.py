@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import os
 import pathlib
@@ -137,7 +138,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             pathlib.Path(certs_dir.name), [config.webhook_host]
         )
         server = ClatWebhookServer(
-            addr=config.webhook_host,
+            # An address is listened on as given; a name (host.docker.internal, ...) may not
+            # resolve locally: then listen everywhere and only advertise the name.
+            addr=config.webhook_host if _is_address(config.webhook_host) else None,
             host=config.webhook_host,
             port=config.webhook_port,
             certfile=certfile,
@@ -211,6 +214,14 @@ async def _native_sidecars(api: kube.Kube, config: Config) -> bool:
         return False
     logger.info(f"API server {version.get('gitVersion', '')} ({parsed[0]}.{parsed[1]})")
     return parsed >= NATIVE_SIDECAR_SINCE
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_version(version: Mapping[str, Any]) -> tuple[int, int] | None:
