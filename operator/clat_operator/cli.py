@@ -116,6 +116,9 @@ def check(settings: config.Config) -> int:
             f"clat-operator: error: the sample pod was not injected: {plan.reason}", file=sys.stderr
         )
         return 1
+    if plan.pod_sysctls:
+        wanted = " ".join(f"{item['name']}={item['value']}" for item in plan.pod_sysctls)
+        print(f"  pod securityContext.sysctls (allow them on the kubelet): {wanted}")
     print(f"  an opted-in pod gets ({'native sidecar' if plan.native else 'classic container'}):")
     print(json.dumps(sidecars[0], indent=2))
     return 0

@@ -329,6 +329,8 @@ async def inject(
         patch.spec["initContainers"] = plan.init_containers
     if plan.containers is not None:
         patch.spec["containers"] = plan.containers
+    if plan.pod_sysctls is not None:
+        patch.spec["securityContext"] = {"sysctls": plan.pod_sysctls}
     for key, value in plan.annotations.items():
         patch.metadata.annotations[key] = value
     assert plan.settings is not None

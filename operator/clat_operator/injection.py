@@ -69,6 +69,15 @@ class Plan:
     containers: list[dict[str, Any]] | None = None
     init_containers: list[dict[str, Any]] | None = None
     annotations: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The pod's whole securityContext.sysctls list when the sidecar needs one added.
+    pod_sysctls: list[dict[str, str]] | None = None
+
+
+# Without privileges /proc/sys is read-only in the container, so in capabilities mode the
+# kubelet sets what the sidecar cannot: IPv6 forwarding in the pod's netns (translated packets
+# come in on the TUN and leave on eth0). Not a "safe" sysctl: the kubelet must allow it
+# (--allowed-unsafe-sysctls=net.ipv6.conf.all.forwarding).
+CAPABILITIES_MODE_SYSCTLS = {"net.ipv6.conf.all.forwarding": "1"}
 
 
 # ---- reading the pod ---------------------------------------------------------------------
@@ -264,6 +273,33 @@ def security_context(mode: SecurityMode) -> dict[str, Any]:
     }
 
 
+def pod_sysctls(pod: Pod, mode: SecurityMode) -> list[dict[str, str]] | None:
+    """The pod's sysctls with the ones the sidecar needs added; None when nothing changes."""
+    if mode is SecurityMode.PRIVILEGED:
+        return None
+    current = list((spec(pod).get("securityContext") or {}).get("sysctls") or [])
+    names = {item.get("name") for item in current}
+    missing = [
+        {"name": name, "value": value}
+        for name, value in CAPABILITIES_MODE_SYSCTLS.items()
+        if name not in names
+    ]
+    return [*current, *missing] if missing else None
+
+
+def conflicting_sysctls(pod: Pod, mode: SecurityMode) -> list[str]:
+    """Sysctls the pod sets to a value the capabilities-mode sidecar cannot work with."""
+    if mode is SecurityMode.PRIVILEGED:
+        return []
+    return [
+        f"securityContext.sysctls sets {item.get('name')}={item.get('value')!r}, the clat "
+        f"sidecar in capabilities mode needs {CAPABILITIES_MODE_SYSCTLS[item['name']]}"
+        for item in (spec(pod).get("securityContext") or {}).get("sysctls") or []
+        if item.get("name") in CAPABILITIES_MODE_SYSCTLS
+        and str(item.get("value")) != CAPABILITIES_MODE_SYSCTLS[item["name"]]
+    ]
+
+
 def free_port(pod: Pod) -> int | None:
     used: set[object] = {
         p.get("containerPort")
@@ -339,6 +375,10 @@ def plan(
         warnings.append(f"clat sidecar not injected: {reason}")
         return Plan(False, reason, tuple(warnings))
     settings = sidecar_settings(pod, config, runtime)
+    conflicts = conflicting_sysctls(pod, config.security_mode)
+    if conflicts:
+        raise InvalidAnnotations(conflicts)
+    sysctls = pod_sysctls(pod, config.security_mode)
     port = free_port(pod)
     if port is None:
         raise InvalidAnnotations(
@@ -361,6 +401,7 @@ def plan(
             settings=settings,
             init_containers=[sidecar, *init_containers],
             annotations=new_annotations,
+            pod_sysctls=sysctls,
         )
     # Classic: first in the list so the kubelet starts it first; keep `kubectl logs/exec`
     # pointing at the application as before.
@@ -374,6 +415,7 @@ def plan(
         settings=settings,
         containers=[sidecar, *containers],
         annotations=new_annotations,
+        pod_sysctls=sysctls,
     )
 
 

@@ -82,6 +82,43 @@ async def test_capabilities_mode_is_not_privileged(operator: Operator) -> None:
         "runAsNonRoot": False,
         "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
     }
+    # /proc/sys is read-only without privileges: the kubelet turns on IPv6 forwarding instead.
+    validate_pod(review.pod)
+    assert review.pod["spec"]["securityContext"]["sysctls"] == [
+        {"name": "net.ipv6.conf.all.forwarding", "value": "1"}
+    ]
+
+
+async def test_capabilities_mode_keeps_the_pods_own_sysctls(operator: Operator) -> None:
+    pod = deployment_pod()
+    pod["spec"]["securityContext"] = {
+        "runAsNonRoot": True,
+        "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+    }
+    review = await admit(operator, pod)
+
+    validate_pod(review.pod)
+    assert review.pod["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "sysctls": [
+            {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"},
+            {"name": "net.ipv6.conf.all.forwarding", "value": "1"},
+        ],
+    }
+
+
+async def test_capabilities_mode_refuses_a_pod_that_turns_forwarding_off(
+    operator: Operator,
+) -> None:
+    pod = deployment_pod()
+    pod["spec"]["securityContext"] = {
+        "sysctls": [{"name": "net.ipv6.conf.all.forwarding", "value": "0"}]
+    }
+    review = await admit(operator, pod)
+
+    assert not review.allowed
+    assert "net.ipv6.conf.all.forwarding='0'" in review.message
+    assert "needs 1" in review.message
 
 
 async def test_init_containers_untouched_in_classic_mode(operator: Operator) -> None:
