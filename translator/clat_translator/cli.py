@@ -21,6 +21,7 @@ from clat_translator.runner import DEFAULT_CLAT_V4, RunSettings, Sidecar
 
 ENV_PREFIX = "CLAT_"
 MIN_MTU, MAX_MTU = 68, 65515  # RFC 791 minimum; 65535 - 20 so the IPv6 side still fits
+MAX_WORKERS = 64
 
 
 def plat_prefix(text: str) -> str:
@@ -82,6 +83,14 @@ def listen(text: str) -> str:
     return text
 
 
+def workers(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{text!r}: auto, or a number from 1 to {MAX_WORKERS}")
+    return int(text)
+
+
 def boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -113,7 +122,7 @@ class _Parser(argparse.ArgumentParser):
                     kwargs["default"] = convert(raw)
             except argparse.ArgumentTypeError as exc:
                 self.error(f"{env}: {exc}")
-        if action == "store_true":
+        if action in ("store_true", argparse.BooleanOptionalAction):
             kwargs.pop("type", None)
             self.add_argument(flag, help=f"{help} [env {env}]", **kwargs)
             return
@@ -174,6 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
         "translate even when the pod already has an IPv4 default route",
         action="store_true",
     )
+    run.add_env_argument(
+        "--offload",
+        boolean,
+        "offloaded data path: virtio-net headers, TSO/USO and checksum offload on the TUN "
+        "(--no-offload: one plain packet per read)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+    )
+    run.add_env_argument(
+        "--workers",
+        workers,
+        "packet loop processes, one per TUN queue (IFF_MULTI_QUEUE); auto = one per usable CPU",
+        default=None,
+        metavar="N|auto",
+    )
     return parser
 
 
@@ -203,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mtu=args.mtu,
         listen=args.listen,
         force=bool(args.force),
+        offload=bool(args.offload),
+        workers=args.workers,
     )
     return Sidecar(settings).run()
 

@@ -7,7 +7,7 @@ Prometheus metrics when /metrics is scraped.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -31,6 +31,15 @@ class Stats:
         self.prefix_changes = 0
         self.ready = False
         self.standing_down = False
+        # the data path (datapath.py): super-packets translated whole, and those cut into
+        # segments for the reference path; the offloads the TUN took; worker processes
+        self.super_packets: Counter[str] = Counter({d: 0 for d in DIRECTIONS})
+        self.segmented: Counter[str] = Counter({d: 0 for d in DIRECTIONS})
+        self.coalesced: Counter[str] = Counter({d: 0 for d in DIRECTIONS})
+        self.offloads: str = ""
+        self.workers = 1
+        # called before the counters are read (workers' counters are summed into these)
+        self.refresh: Callable[[], None] | None = None
 
     def snapshot(self) -> tuple[int, ...]:
         """A cheap fingerprint to log the counters only when they changed."""
@@ -56,6 +65,8 @@ class StatsCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
         s = self.stats
+        if s.refresh is not None:
+            s.refresh()
         packets = CounterMetricFamily(
             "clat_packets", "Packets translated, by direction", labels=["direction"]
         )
@@ -98,6 +109,31 @@ class StatsCollector(Collector):
         standing_down.add_metric([], 1 if s.standing_down else 0)
         yield from (packets, octets, errors, drops, discovery, changes, prefix, ready)
         yield standing_down
+        super_packets = CounterMetricFamily(
+            "clat_offload_super_packets",
+            "TSO/USO super-packets translated whole (offload on), by direction",
+            labels=["direction"],
+        )
+        segmented = CounterMetricFamily(
+            "clat_offload_segmented",
+            "Super-packets cut into segments for the reference path (offload on), by direction",
+            labels=["direction"],
+        )
+        coalesced = CounterMetricFamily(
+            "clat_offload_coalesced",
+            "UDP datagrams that left in a USO frame with others of their flow, by direction",
+            labels=["direction"],
+        )
+        for d in DIRECTIONS:
+            super_packets.add_metric([d], s.super_packets[d])
+            segmented.add_metric([d], s.segmented[d])
+            coalesced.add_metric([d], s.coalesced[d])
+        datapath = InfoMetricFamily(
+            "clat_datapath", "The TUN offloads in use (none = offload off) and worker processes"
+        )
+        if s.offloads:
+            datapath.add_metric([], {"offloads": s.offloads, "workers": str(s.workers)})
+        yield from (super_packets, segmented, coalesced, datapath)
 
 
 def make_registry(stats: Stats) -> CollectorRegistry:

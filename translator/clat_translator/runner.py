@@ -2,7 +2,9 @@
 
 Threads: the main thread does setup, the packet loop and cleanup; the HTTP server, the PREF64
 listener and the prefix re-check each have a daemon thread. Signals only set an event and wake
-the loop through a pipe, so cleanup always runs on the main thread.
+the loop through a pipe, so cleanup always runs on the main thread. With more than one worker
+the packet loop runs in worker processes instead (workers.py), one per TUN queue, and the main
+thread watches them.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from types import FrameType
 from pyroute2.netlink.exceptions import NetlinkError
 
 from clat_translator import discovery, logs, netconf, nftables
+from clat_translator.datapath import Datapath
 from clat_translator.discovery import Discovered, DiscoveryError, Pref64Listener
 from clat_translator.health import HealthServer
 from clat_translator.metrics import Stats, make_registry
-from clat_translator.tun import TunDevice, TunError
+from clat_translator.tun import TunDevice, TunError, offload_names
+from clat_translator.workers import WorkerError, WorkerPool, auto_workers
 from clat_translator.xlat import DROP_REASONS, Translator, XlatConfig
+from clat_translator.xlat.offload import OFFLOAD_DROP_REASONS
 
 DEFAULT_CLAT_V4 = "192.0.0.1"  # RFC 7335
 DEFAULT_CLAT_V6 = "fd64:c1a7:464::1"  # an internal ULA (RFC 4193), masqueraded to the pod address
@@ -34,7 +39,6 @@ MIN_RECHECK_SECONDS = 5.0
 MAX_RECHECK_SECONDS = 86400.0
 MAX_BACKOFF_SECONDS = 30.0
 COUNTER_LOG_SECONDS = 60.0
-BATCH = 256  # packets per wake-up before looking at signals and timers again
 
 
 @dataclass
@@ -48,6 +52,8 @@ class RunSettings:
     mtu: int | None = None
     listen: str = "[::]:9180"
     force: bool = False
+    offload: bool = True  # virtio-net headers, TSO/USO and checksum offload on the TUN
+    workers: int | None = None  # packet loop processes (TUN queues); None = one per CPU
 
 
 class SetupError(RuntimeError):
@@ -63,6 +69,7 @@ class Sidecar:
         self.clat_v6 = settings.clat_v6 or DEFAULT_CLAT_V6
         self.nat66 = settings.clat_v6 is None
         self.tun: TunDevice | None = None
+        self.pool: WorkerPool | None = None
         self.sysctls = netconf.SysctlChanges()
         self.table_installed = False
         self.prefix: Discovered | None = None
@@ -122,6 +129,7 @@ class Sidecar:
             NetlinkError,
             OSError,
             ValueError,
+            WorkerError,
         ) as exc:
             self.failed = str(exc)
             self.log.error("failed: %s", exc)
@@ -203,6 +211,12 @@ class Sidecar:
     def _cleanup(self) -> None:
         self.stats.ready = False
         self.pref64.stop()
+        if self.pool is not None:
+            self.pool.stop()
+            self.log.info("stopped %d workers", self.pool.count)
+            self.pool.counters.sum_into(self.stats)
+            self.stats.refresh = None
+            self.pool = None
         if self.tun is not None:
             # the kernel deletes a non-persistent TUN, its address and its routes, on close
             self.tun.close()
@@ -350,7 +364,9 @@ class Sidecar:
         nftables.install(self.clat_v6 if self.nat66 else None, settings.tun, self._state_text())
         self.table_installed = True
         self.sysctls.apply()
-        self.tun = TunDevice.open(settings.tun)
+        workers = settings.workers or auto_workers()
+        self.tun = TunDevice.open(settings.tun, vnet_hdr=settings.offload, multi_queue=workers > 1)
+        offloads = self.tun.set_offload() if settings.offload else 0
         # Per-device sysctls vanish with the device. No link-local address on the TUN: the
         # kernel then sends no ND/MLD into it, which the translator could only drop.
         netconf.write_sysctl(f"net/ipv6/conf/{self.tun.name}/addr_gen_mode", "1")
@@ -367,6 +383,15 @@ class Sidecar:
                 split_default,
             )
         self.translator = self._make_translator()
+        if workers > 1:
+            self._start_workers(workers)
+        self.stats.offloads = offload_names(offloads) if settings.offload else "off"
+        self.stats.workers = workers
+        self.log.info(
+            "data path: offload=%s workers=%d",
+            self.stats.offloads,
+            workers,
+        )
         self.log.info(
             "TUN %s up: %s/32 (RFC 7335), IPv4 default route mtu=%d advmss=%d; CLAT IPv6 %s%s",
             self.tun.name,
@@ -380,6 +405,22 @@ class Sidecar:
         self.log.info("sysctls changed: %s", changed or "none")
         self.stats.ready = True
         self.log.info("ready: translating via PLAT prefix %s", self.stats.prefix)
+
+    def _start_workers(self, count: int) -> None:
+        assert self.tun is not None and self.translator is not None
+        pool = WorkerPool(
+            self.tun.name,
+            self.tun.vnet_hdr,
+            count,
+            self.translator,
+            tuple(self.stats.drops),
+        )
+        self.pool = pool
+        pool.start()
+        # The main process keeps its descriptor (the device lives while any is open) but takes
+        # no packets: the kernel spreads them over the workers' queues only.
+        self.tun.detach_queue()
+        self.stats.refresh = lambda: pool.counters.sum_into(self.stats)
 
     def _state_text(self) -> str:
         return self.sysctls.serialize()
@@ -410,6 +451,8 @@ class Sidecar:
         except ValueError as exc:
             self.log.error("PLAT prefix %s refused, keeping %s: %s", found.prefixes[0], old, exc)
             return
+        if self.pool is not None:
+            self.pool.update_pool6(str(found.prefixes[0]))
         self.stats.prefix_changes += 1
         self.log.info(
             "PLAT prefix changed %s -> %s (from %s)", old, found.prefixes[0], found.source
@@ -420,51 +463,36 @@ class Sidecar:
 
     def _loop(self) -> None:
         tun = self.tun
-        assert tun is not None
+        assert tun is not None and self.translator is not None
         stats = self.stats
+        datapath = None if self.pool is not None else Datapath(tun, self.translator, stats)
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        if datapath is not None:
+            poller.register(tun.fileno(), select.POLLIN)
+        tun_fd = tun.fileno()
         next_report = time.monotonic() + COUNTER_LOG_SECONDS
         reported = stats.snapshot()
         while not self.stop.is_set():
-            readable, _, _ = select.select([tun.fileno(), self._wake_r], [], [], 1.0)
-            if self._wake_r in readable:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
-                if self.pending is not None:
-                    self._apply_pending_prefix()
-            if tun.fileno() in readable:
-                self._pump(tun)
+            for fd, _ in poller.poll(1000):
+                if fd == tun_fd and datapath is not None:
+                    datapath.pump()
+                elif fd == self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    if self.pending is not None:
+                        self._apply_pending_prefix()
+            if self.pool is not None:
+                self.pool.check()
             now = time.monotonic()
             if now >= next_report:
                 next_report = now + COUNTER_LOG_SECONDS
+                if stats.refresh is not None:
+                    stats.refresh()
                 if stats.snapshot() != reported:
                     reported = stats.snapshot()
                     self.log.info("counters %s", stats.summary())
 
-    def _pump(self, tun: TunDevice) -> None:
-        stats = self.stats
-        assert self.translator is not None
-        translate = self.translator.translate
-        for _ in range(BATCH):
-            packet = tun.read()
-            if packet is None:
-                return
-            direction = "4to6" if packet[0] >> 4 == 4 else "6to4"
-            try:
-                result = translate(packet)
-            except Exception:  # the core promises never to raise; count it if it does
-                stats.drops["translator-error"] += 1
-                continue
-            if result.drop is not None:
-                stats.drops[result.drop] += 1
-            stats.packets[direction] += 1 if result.out else 0
-            stats.bytes[direction] += len(packet) if result.out else 0
-            stats.errors_sent[direction] += len(result.back)
-            for out in (*result.out, *result.back):
-                try:
-                    tun.write(out)
-                except OSError:
-                    stats.drops["tun-write-failed"] += 1
-
 
 def _drop_reasons() -> tuple[str, ...]:
-    return tuple(sorted(DROP_REASONS))
+    return tuple(sorted(DROP_REASONS | OFFLOAD_DROP_REASONS))
