@@ -3,6 +3,7 @@ hop, Debian's tayga (NAT64) and unbound (DNS64), to IPv4-only servers."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import socket
@@ -17,6 +18,7 @@ from testbed import Testbed
 from testbed.servers import PAGE_TEMPLATE, pattern_bytes
 
 from .conftest import ClatProcess
+from .native_server import NATIVE_SERVER4, SO_RCVBUFFORCE, TCP_PORT, UDP_PORT, NativeServer
 
 pytestmark = pytest.mark.root
 
@@ -24,10 +26,15 @@ SERVER = "203.0.113.10"
 FIVE_MB = 5 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def clat(testbed: Testbed) -> Iterator[ClatProcess]:
+# Every test here runs over both data paths: the default (offload on: virtio-net headers,
+# TSO/USO super-packets, a worker per CPU) and one plain packet per read in one process.
+DATA_PATHS = {"offload": (), "no-offload": ("--no-offload", "--workers", "1")}
+
+
+@pytest.fixture(scope="module", params=sorted(DATA_PATHS))
+def clat(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[ClatProcess]:
     # No --plat-prefix: the prefix comes from the DNS64 (RFC 7050), as in most clusters.
-    process = ClatProcess(testbed)
+    process = ClatProcess(testbed, *DATA_PATHS[request.param])
     try:
         process.wait_ready()
         yield process
@@ -234,3 +241,75 @@ def test_metrics_count_packets_and_drops(clat: ClatProcess, testbed: Testbed) ->
             break
         threading.Event().wait(0.1)
     assert clat.metric("clat_drops_total", 'reason="truncated"') == before + 1
+
+
+# ---- super-packets both ways: a server beyond the CLAT over native IPv6 (no NAT64) -------------
+
+
+@pytest.fixture(scope="module")
+def native_server(testbed: Testbed) -> Iterator[NativeServer]:
+    with NativeServer(testbed) as server:
+        yield server
+
+
+def offloading(clat: ClatProcess) -> bool:
+    return "--no-offload" not in clat.args
+
+
+def tcp_to_native(tb: Testbed, request: bytes, body: bytes = b"") -> bytes:
+    with tb.inside(tb.pod):
+        sock = socket.create_connection((NATIVE_SERVER4, TCP_PORT), timeout=30)
+    with sock:
+        sock.sendall(request + body)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_tcp_both_ways_as_super_packets(
+    clat: ClatProcess, testbed: Testbed, native_server: NativeServer
+) -> None:
+    """5 MB each way: TSO super-packets translated whole, across the 1400-byte hop."""
+    before = {
+        d: clat.metric("clat_offload_super_packets_total", f'direction="{d}"')
+        for d in ("4to6", "6to4")
+    }
+    assert tcp_to_native(testbed, b"get %d\n" % FIVE_MB) == pattern_bytes(FIVE_MB)
+    body = hashlib.sha256(b"up").digest() * (FIVE_MB // 32)
+    answer = tcp_to_native(testbed, b"put %d\n" % len(body), body)
+    assert answer.decode().strip() == hashlib.sha256(body).hexdigest()
+    for direction in ("4to6", "6to4"):
+        grown = clat.metric("clat_offload_super_packets_total", f'direction="{direction}"')
+        assert (grown > before[direction]) is offloading(clat), direction
+
+
+def test_udp_burst_both_ways_intact_and_in_order(
+    clat: ClatProcess, testbed: Testbed, native_server: NativeServer
+) -> None:
+    """Bursts of equal datagrams: with offload they leave as USO frames, and arrive unaltered."""
+    before = {
+        d: clat.metric("clat_offload_coalesced_total", f'direction="{d}"') for d in ("4to6", "6to4")
+    }
+    with testbed.inside(testbed.pod):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
+        sock.connect((NATIVE_SERVER4, UDP_PORT))
+        sock.settimeout(3)
+        sent = [
+            i.to_bytes(4, "big") + bytes((i + k) % 256 for k in range(1196)) for i in range(400)
+        ]
+        for burst in range(0, len(sent), 50):
+            for datagram in sent[burst : burst + 50]:
+                sock.send(datagram)
+            time.sleep(0.02)
+        received = []
+        with contextlib.suppress(TimeoutError):
+            while len(received) < len(sent):
+                received.append(sock.recv(2048))
+    assert received == sent
+    for direction in ("4to6", "6to4"):
+        grown = clat.metric("clat_offload_coalesced_total", f'direction="{direction}"')
+        assert (grown > before[direction]) is offloading(clat), direction

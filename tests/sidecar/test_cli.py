@@ -23,6 +23,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "mtu": None,
         "listen": "[::]:9180",
         "force": False,
+        "offload": True,
+        "workers": None,
     }
 
 
