@@ -27,8 +27,9 @@ FIVE_MB = 5 * 1024 * 1024
 
 
 # Every test here runs over both data paths: the default (offload on: virtio-net headers,
-# TSO/USO super-packets, a worker per CPU) and one plain packet per read in one process.
-DATA_PATHS = {"offload": (), "no-offload": ("--no-offload", "--workers", "1")}
+# TSO/USO super-packets, one process) and one plain packet per read, in two worker processes
+# on a multi-queue TUN (test_workers.py has offload with workers).
+DATA_PATHS = {"offload": (), "no-offload": ("--no-offload", "--workers", "2")}
 
 
 @pytest.fixture(scope="module", params=sorted(DATA_PATHS))

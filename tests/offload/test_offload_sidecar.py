@@ -32,21 +32,22 @@ NS = "cofl-tun"
 # ---- flags ----------------------------------------------------------------------------------
 
 
-def test_offload_is_on_by_default_and_workers_automatic() -> None:
+def test_offload_is_on_by_default_with_one_worker() -> None:
     args = build_parser().parse_args(["run"])
-    assert (args.offload, args.workers) == (True, None)
+    assert (args.offload, args.workers) == (True, 1)
 
 
 @pytest.mark.parametrize(
     ("argv", "env", "offload", "workers"),
     [
-        (["--no-offload"], {}, False, None),
-        ([], {"CLAT_OFFLOAD": "false"}, False, None),
-        ([], {"CLAT_OFFLOAD": "off"}, False, None),
-        (["--offload"], {"CLAT_OFFLOAD": "false"}, True, None),  # the flag wins
+        (["--no-offload"], {}, False, 1),
+        ([], {"CLAT_OFFLOAD": "false"}, False, 1),
+        ([], {"CLAT_OFFLOAD": "off"}, False, 1),
+        (["--offload"], {"CLAT_OFFLOAD": "false"}, True, 1),  # the flag wins
         (["--workers", "3"], {}, True, 3),
         ([], {"CLAT_WORKERS": "2"}, True, 2),
         ([], {"CLAT_WORKERS": "auto"}, True, None),
+        (["--workers", "auto"], {"CLAT_WORKERS": "2"}, True, None),
     ],
 )
 def test_offload_and_workers_from_flags_and_environment(

@@ -24,7 +24,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "listen": "[::]:9180",
         "force": False,
         "offload": True,
-        "workers": None,
+        "workers": 1,
     }
 
 

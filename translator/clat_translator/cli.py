@@ -194,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_env_argument(
         "--workers",
         workers,
-        "packet loop processes, one per TUN queue (IFF_MULTI_QUEUE); auto = one per usable CPU",
-        default=None,
+        "packet loop processes, one per TUN queue (IFF_MULTI_QUEUE); auto = one per usable CPU "
+        "(default 1)",
+        default=1,
         metavar="N|auto",
     )
     return parser

@@ -1,10 +1,11 @@
 """The packet loop of one TUN queue: read a batch, translate, write back.
 
-Two loops. Offload on (the default): the TUN carries virtio-net headers; each read lands in one
-preallocated buffer, `OffloadTranslator.fast` rewrites the headers of a whole super-packet, and
+Two loops. Offload on (the default): the TUN carries virtio-net headers; each read lands in a
+preallocated arena, `OffloadTranslator.fast` rewrites the headers of a whole super-packet, and
 one `writev` sends [virtio-net header, new IP + transport header, a view of the payload], so the
-payload is never copied in Python. Offload off: one plain packet per read, `Translator.translate`
-and one write per packet out.
+payload is never copied in Python. Datagrams of one UDP flow read in the same wake-up wait in
+the arena and leave as one USO frame (`UdpCoalescer`). Offload off: one plain packet per read,
+`Translator.translate` and one write per packet out.
 
 Either way a wake-up drains up to BATCH packets before the caller looks at signals and timers
 again, and the counters are summed in local variables and added to `Stats` once per batch.
@@ -13,7 +14,6 @@ again, and the counters are summed in local variables and added to `Stats` once 
 from __future__ import annotations
 
 import os
-from time import monotonic
 
 from clat_translator.metrics import Stats
 from clat_translator.tun import READ_BUFFER, TunDevice
@@ -21,7 +21,7 @@ from clat_translator.xlat import Translator
 from clat_translator.xlat.offload import Frame, OffloadTranslator, UdpCoalescer
 
 BATCH = 256  # packets per wake-up before looking at signals and timers again
-ARENA = 1 << 20  # read buffer: datagrams waiting to leave in one USO frame stay here
+ARENA = 1 << 18  # read buffer: datagrams waiting to leave in one USO frame stay here
 TCP = 6
 TUN_WRITE_FAILED = "tun-write-failed"
 TRANSLATOR_ERROR = "translator-error"
@@ -38,7 +38,6 @@ class Datapath:
         self._buffer = bytearray(ARENA if tun.vnet_hdr else 0)
         self._view = memoryview(self._buffer)
         self.coalescer = UdpCoalescer()
-        self.spin = float(os.environ.get("CLAT_SPIN_US", "0")) / 1e6
 
     def pump(self) -> int:
         """Handle up to BATCH waiting packets; return how many were read."""
@@ -56,12 +55,10 @@ class Datapath:
         coalescer = self.coalescer
         coalesce = coalescer.add
         stats = self.stats
-        spin = self.spin
         last_slot = len(arena) - READ_BUFFER
         offset = 0
         packets46 = packets64 = bytes46 = bytes64 = super46 = super64 = 0
         count = 0
-        give_up = 0.0
         while count < BATCH:
             if offset > last_slot:
                 self._write(coalescer.flush())
@@ -70,18 +67,8 @@ class Datapath:
             try:
                 n = readv(fd, (slot,))
             except BlockingIOError:
-                # Traffic is flowing: the next packet is likely microseconds away, and waiting
-                # for it here is cheaper than sleeping and being woken (an IPI, in a VM).
-                if not count or not spin:
-                    break
-                now = monotonic()
-                if not give_up:
-                    give_up = now + spin
-                elif now > give_up:
-                    break
-                continue
+                break
             count += 1
-            give_up = 0.0
             version = slot[10] >> 4 if n > 10 else 0
             result = fast(slot, n)
             if result is None:

@@ -53,7 +53,7 @@ class RunSettings:
     listen: str = "[::]:9180"
     force: bool = False
     offload: bool = True  # virtio-net headers, TSO/USO and checksum offload on the TUN
-    workers: int | None = None  # packet loop processes (TUN queues); None = one per CPU
+    workers: int | None = 1  # packet loop processes (TUN queues); None = one per usable CPU
 
 
 class SetupError(RuntimeError):
