@@ -164,8 +164,9 @@ constraints: base-image $(BUILD)/pip/pip.conf
 
 ## ---- benchmarks (run one heavy job at a time: flock /tmp/clat-heavy.lock make bench) ----
 
-bench: venv
+bench: deps
 	$(BIN)/python bench/xlat.py
+	$(BIN)/python bench/throughput.py
 
 ## ---- housekeeping ---------------------------------------------------------
 
