@@ -54,11 +54,11 @@ def translators(**overrides: object) -> tuple[Translator, OffloadTranslator]:
     return Translator(config), OffloadTranslator(Translator(config))
 
 
-def reference(t: Translator, frame_in: bytes) -> list[bytes]:
+def reference(t: Translator, frame_in: bytes, broken: bool = False) -> list[bytes]:
     """What the reference makes of the segments the kernel would have cut the frame into."""
     out: list[bytes] = []
     for segment in kernel_segment(frame_in):
-        assert checksums_valid(segment), "the test's own input is broken"
+        assert broken or checksums_valid(segment), "the test's own input is broken"
         r = t.translate(segment)
         out += r.out + r.back
     return [normalize(p) for p in out]
@@ -313,20 +313,29 @@ def test_a_new_prefix_applies_to_the_offload_path() -> None:
 # ---- software GRO: runs of UDP datagrams leave as one USO frame ----------------------------------
 
 
-def coalesce(frames_in: list[bytes], **config: object) -> tuple[list[bytes], list[bytes], list]:
-    """(after the kernel's segmentation, the reference's packets, the USO frames)."""
+def coalesce(
+    frames_in: list[bytes], broken: bool = False, **config: object
+) -> tuple[list[bytes], list[bytes], list]:
+    """(after the kernel's segmentation, the reference's packets, the USO frames), the frames
+    handled as the sidecar's loop does (datapath.py): follow, else fast and add, else the
+    reference path after a flush."""
     t, o = translators(**config)
     coalescer = UdpCoalescer()
     written: list = []
     for f in frames_in:
-        fast = o.fast(memoryview(f), len(f))
-        assert fast is not None
+        source = memoryview(bytearray(f))  # each read has its own slot of the arena
+        if coalescer.follow(source, len(f)):
+            continue
+        fast = o.fast(source, len(f))
+        if fast is None:
+            written += coalescer.flush() + o.fallback(source, len(f)).frames
+            continue
         for out in fast[0]:
-            if not coalescer.add(out):
+            if not coalescer.add(out, source, len(f)):
                 written += coalescer.flush() + [out]
     written += coalescer.flush()
     got = [normalize(p) for f in written for p in kernel_segment(frame_bytes(f))]
-    expected = [p for f in frames_in for p in reference(t, f)]
+    expected = [p for f in frames_in for p in reference(t, f, broken)]
     return got, expected, written
 
 
@@ -379,3 +388,35 @@ def test_only_partial_checksum_datagrams_are_merged() -> None:
         assert fast is not None
         assert not coalescer.add(fast[0][0])
     assert not coalescer.pending
+
+
+def test_followers_of_a_run_skip_translation_but_not_the_checks() -> None:
+    """`follow` takes the next datagrams of a run untranslated: each must repeat its
+    predecessor exactly, but for the IPv4 Identification; a broken header does not slip in."""
+    good = [bytearray(frame(super_packet(udp(v4(id=i), 1000)))) for i in range(6)]
+    broken = bytearray(good[3])
+    broken[20] ^= 0xFF  # the IPv4 header checksum (frame offset 10 + 10)
+    other_ttl = bytearray(frame(super_packet(udp(v4(ttl=9), 1000))))
+    frames_in = [bytes(f) for f in (*good[:3], broken, other_ttl, *good[4:])]
+    got, expected, written = coalesce(frames_in, broken=True)
+    assert got == expected  # the broken one dropped (bad-checksum) as the reference does
+    assert len(expected) == 6
+    t, o = translators()
+    coalescer = UdpCoalescer()
+    first = memoryview(bytearray(good[0]))
+    fast = o.fast(first, len(good[0]))
+    assert fast is not None and coalescer.add(fast[0][0], first, len(good[0]))
+    assert coalescer.follow(memoryview(good[1]), len(good[1]))  # another ID: the same
+    assert not coalescer.follow(memoryview(broken), len(broken))
+    assert not coalescer.follow(memoryview(other_ttl), len(other_ttl))
+    shorter = bytearray(frame(super_packet(udp(v4(), 999))))
+    assert not coalescer.follow(memoryview(shorter), len(shorter))
+
+
+@pytest.mark.parametrize("ip", [v4, v6])
+def test_long_runs_through_follow_match_the_reference(ip: object) -> None:
+    frames_in = [frame(super_packet(udp(ip(), 1200))) for _ in range(150)]  # type: ignore[operator]
+    frames_in.append(frame(super_packet(udp(ip(), 300))))  # type: ignore[operator]
+    got, expected, written = coalesce(frames_in)
+    assert got == expected
+    assert [len(f) - 2 for f in written] == [54, 54, 43]  # 64 KB per frame at most

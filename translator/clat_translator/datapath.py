@@ -53,7 +53,7 @@ class Datapath:
         readv = os.readv
         fast = offload.fast
         coalescer = self.coalescer
-        coalesce = coalescer.add
+        coalesce, follow = coalescer.add, coalescer.follow
         stats = self.stats
         last_slot = len(arena) - READ_BUFFER
         offset = 0
@@ -70,6 +70,15 @@ class Datapath:
                 break
             count += 1
             version = slot[10] >> 4 if n > 10 else 0
+            if follow(slot, n):  # the next datagram of a UDP run: nothing to translate
+                offset += (n + 63) & ~63
+                if version == 4:
+                    packets46 += 1
+                    bytes46 += n - 10
+                else:
+                    packets64 += 1
+                    bytes64 += n - 10
+                continue
             result = fast(slot, n)
             if result is None:
                 if coalescer.pending:
@@ -85,7 +94,7 @@ class Datapath:
                 packets64 += segments
                 bytes64 += n - 10
                 super64 += segments > 1
-            if len(frames) == 1 and coalesce(frames[0]):
+            if len(frames) == 1 and coalesce(frames[0], slot, n):
                 offset += (n + 63) & ~63  # its payload stays in the arena until the flush
                 continue
             if coalescer.pending and slot[19 if version == 4 else 16] != TCP:

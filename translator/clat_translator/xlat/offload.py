@@ -475,6 +475,25 @@ def segment(packet: bytes, gso: int, gso_size: int, csum_start: int | None) -> l
 MAX_COALESCED = 64  # datagrams per USO frame (UDP_MAX_SEGMENTS of older kernels)
 
 
+class _Follow:
+    """How the next datagram of a run looks before translation: the same bytes, but for the
+    IPv4 Identification and header checksum (a partial UDP checksum depends only on the
+    addresses and the length)."""
+
+    __slots__ = ("run", "n", "start", "v6", "a", "b", "c")
+
+    def __init__(self, run: _Run, source: memoryview, n: int) -> None:
+        self.run = run
+        self.n = n
+        self.v6 = source[VNET_HDR_LEN] >> 4 == 6
+        if self.v6:  # virtio-net header, IPv6 header, UDP header: all of it
+            self.start = VNET_HDR_LEN + 48
+            self.a, self.b, self.c = bytes(source[: self.start]), b"", b""
+        else:  # all but the IPv4 Identification (14-15) and header checksum (20-21)
+            self.start = VNET_HDR_LEN + 28
+            self.a, self.b, self.c = bytes(source[:14]), bytes(source[16:20]), bytes(source[22:38])
+
+
 class _Run:
     __slots__ = ("head", "payloads", "gso_size", "total", "closed")
 
@@ -500,6 +519,7 @@ class UdpCoalescer:
     def __init__(self) -> None:
         self._runs: dict[bytes, _Run] = {}
         self._done: list[_Run] = []  # runs a newer one of the same flow replaced: first out
+        self._last: _Follow | None = None  # the run the next datagram may simply join
         # datagrams sent in USO frames of several, by the IP version they left with
         self.coalesced = {4: 0, 6: 0}
 
@@ -507,8 +527,36 @@ class UdpCoalescer:
     def pending(self) -> bool:
         return bool(self._runs)
 
-    def add(self, frame: Frame) -> bool:
-        """Keep `frame` for a later USO frame; False: not a frame this can merge."""
+    def follow(self, source: memoryview, n: int) -> bool:
+        """Take the datagram `source[:n]` (a frame read from the TUN, not translated) when it
+        repeats the last one `add` took exactly: same flow, same size, same everything but the
+        IPv4 Identification. It then translates to the same header, and only its payload is
+        kept; False: translate it (`OffloadTranslator.fast`) and `add` the result."""
+        last = self._last
+        if last is None or n != last.n:
+            return False
+        run = last.run
+        if run.closed or len(run.payloads) >= MAX_COALESCED:
+            return False
+        if len(run.head) + run.total + run.gso_size > 65535:
+            return False
+        if last.v6:
+            if source[: last.start] != last.a:
+                return False
+        elif (
+            source[:14] != last.a
+            or source[16:20] != last.b
+            or source[22:38] != last.c
+            or int.from_bytes(source[10:30], "big") % 0xFFFF  # RFC 1812 §5.2.2: the reference
+        ):
+            return False
+        run.payloads.append(source[last.start : n])
+        run.total += run.gso_size
+        return True
+
+    def add(self, frame: Frame, source: memoryview | None = None, n: int = 0) -> bool:
+        """Keep `frame` for a later USO frame; False: not a frame this can merge. With the
+        frame it was translated from (`source[:n]`), `follow` can take the next ones."""
         if len(frame) != 3:
             return False
         vnet, head, payload = frame
@@ -536,9 +584,12 @@ class UdpCoalescer:
                 run.payloads.append(payload)
                 run.total += size
                 run.closed = size < run.gso_size  # a shorter datagram ends a run
+                self._last = None if run.closed or source is None else _Follow(run, source, n)
                 return True
             self._done.append(run)
-        self._runs[key] = _Run(head, payload)
+        run = _Run(head, payload)
+        self._runs[key] = run
+        self._last = None if source is None else _Follow(run, source, n)
         return True
 
     def flush(self) -> list[Frame]:
@@ -546,6 +597,7 @@ class UdpCoalescer:
         runs = [*self._done, *self._runs.values()]
         self._runs = {}
         self._done = []
+        self._last = None
         for run in runs:
             if len(run.payloads) > 1:
                 self.coalesced[run.head[0] >> 4] += len(run.payloads)
