@@ -22,7 +22,7 @@ from clat_translator.xlat.offload import Frame, OffloadTranslator, UdpCoalescer
 
 BATCH = 256  # packets per wake-up before looking at signals and timers again
 ARENA = 1 << 18  # read buffer: datagrams waiting to leave in one USO frame stay here
-TCP = 6
+UDP = 17
 TUN_WRITE_FAILED = "tun-write-failed"
 TRANSLATOR_ERROR = "translator-error"
 
@@ -50,8 +50,8 @@ class Datapath:
     def _pump_offload(self, offload: OffloadTranslator) -> int:
         fd = self.tun.fileno()
         arena = self._view
-        readv = os.readv
-        fast = offload.fast
+        readv, writev = os.readv, os.writev
+        fast46, fast64 = offload.fast46, offload.fast64
         coalescer = self.coalescer
         coalesce, follow = coalescer.add, coalescer.follow
         stats = self.stats
@@ -69,8 +69,12 @@ class Datapath:
             except BlockingIOError:
                 break
             count += 1
-            version = slot[10] >> 4 if n > 10 else 0
-            if follow(slot, n):  # the next datagram of a UDP run: nothing to translate
+            if n < 30:  # not even an IPv4 header after the virtio-net one
+                self._slow(slot, n, offload, 0)
+                continue
+            version = slot[10] >> 4
+            udp = slot[19 if version == 4 else 16] == UDP
+            if udp and follow(slot, n):  # the next datagram of a UDP run: nothing to translate
                 offset += (n + 63) & ~63
                 if version == 4:
                     packets46 += 1
@@ -79,7 +83,7 @@ class Datapath:
                     packets64 += 1
                     bytes64 += n - 10
                 continue
-            result = fast(slot, n)
+            result = fast46(slot, n) if version == 4 else fast64(slot, n) if version == 6 else None
             if result is None:
                 if coalescer.pending:
                     self._write(coalescer.flush())
@@ -94,12 +98,19 @@ class Datapath:
                 packets64 += segments
                 bytes64 += n - 10
                 super64 += segments > 1
-            if len(frames) == 1 and coalesce(frames[0], slot, n):
-                offset += (n + 63) & ~63  # its payload stays in the arena until the flush
-                continue
-            if coalescer.pending and slot[19 if version == 4 else 16] != TCP:
-                self._write(coalescer.flush())  # UDP of one flow stays in order
-            self._write(frames)
+            if udp:
+                if len(frames) == 1 and coalesce(frames[0], slot, n):
+                    offset += (n + 63) & ~63  # its payload stays in the arena until the flush
+                    continue
+                if coalescer.pending:
+                    self._write(coalescer.flush())  # UDP of one flow stays in order
+            if len(frames) == 1:
+                try:
+                    writev(fd, frames[0])
+                except OSError:
+                    stats.drops[TUN_WRITE_FAILED] += 1
+            else:
+                self._write(frames)
         if coalescer.pending:
             self._write(coalescer.flush())
         packets, octets, supers = stats.packets, stats.bytes, stats.super_packets

@@ -126,14 +126,14 @@ class OffloadTranslator:
             return None
         version = mv[VNET_HDR_LEN] >> 4
         if version == 4:
-            return self._fast46(mv, n)
+            return self.fast46(mv, n)
         if version == 6:
-            return self._fast64(mv, n)
+            return self.fast64(mv, n)
         return None
 
     # ---- RFC 7915 §4 on a super-packet: IPv4 -> IPv6 ----------------------------------------
 
-    def _fast46(self, mv: memoryview, n: int) -> tuple[list[Frame], int] | None:
+    def fast46(self, mv: memoryview, n: int) -> tuple[list[Frame], int] | None:
         flags, gso, hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(mv)
         vihl, tos, total, _, frag, ttl, proto = _IP4.unpack_from(mv, VNET_HDR_LEN)
         size = n - VNET_HDR_LEN
@@ -204,7 +204,7 @@ class OffloadTranslator:
 
     # ---- RFC 7915 §5 on a super-packet: IPv6 -> IPv4 ----------------------------------------
 
-    def _fast64(self, mv: memoryview, n: int) -> tuple[list[Frame], int] | None:
+    def fast64(self, mv: memoryview, n: int) -> tuple[list[Frame], int] | None:
         flags, gso, hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(mv)
         first, plen, proto, hop = _IP6.unpack_from(mv, VNET_HDR_LEN)
         size = n - VNET_HDR_LEN
