@@ -186,6 +186,7 @@ class WorkerPool:
         gc.unfreeze()
         os.close(control_r)
         os.close(ready_w)
+        os.set_blocking(control_w, False)  # a stuck worker must not stall the main process
         self.workers[index] = _Worker(index, pid, control_w, time.monotonic())
         return ready_r
 
