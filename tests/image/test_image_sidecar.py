@@ -29,8 +29,9 @@ SERVER = "203.0.113.10"
 IPV4_ROUTER = "192.0.2.2"  # between the NAT64 and the server
 
 
-def injected_container(image: str, security_mode: str) -> dict[str, Any]:
-    """The clat container the operator in `image` injects into an opted-in pod."""
+def injected_container(image: str, security_mode: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The clat container the operator in `image` injects into an opted-in pod, and the
+    pod-level sysctls it adds (`pod securityContext.sysctls ...: name=value ...`)."""
     proc = podman(
         "run",
         "--rm",
@@ -45,7 +46,13 @@ def injected_container(image: str, security_mode: str) -> dict[str, Any]:
         "clat-operator",
         "check",
     )
-    return dict(json.loads(proc.stdout[proc.stdout.index("{") :]))
+    sysctls: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("pod securityContext.sysctls"):
+            for item in line.split(": ", 1)[1].split():
+                name, _, value = item.partition("=")
+                sysctls[name] = value
+    return dict(json.loads(proc.stdout[proc.stdout.index("{") :])), sysctls
 
 
 # securityContext fields this translation to podman understands; a new one fails the test
@@ -101,7 +108,12 @@ def podman_run_args(container: dict[str, Any], netns: str, resolv_conf: Path) ->
 class SidecarContainer:
     def __init__(self, tb: Testbed, image: str, security_mode: str) -> None:
         self.tb = tb
-        self.container = injected_container(image, security_mode)
+        self.container, self.pod_sysctls = injected_container(image, security_mode)
+        # The kubelet sets the pod's sysctls in the pod sandbox's netns before any container
+        # starts; the sidecar (with /proc/sys read-only in capabilities mode) relies on them.
+        self.sysctls_before = {k: tb.sysctl(tb.pod, k) for k in self.pod_sysctls}
+        for key, value in self.pod_sysctls.items():
+            tb.sysctl(tb.pod, key, value)
         self.port = self.container["ports"][0]["containerPort"]
         self.log = Path(tempfile.mkstemp(prefix=f"{NS_PREFIX}-sidecar-", suffix=".log")[1])
         self.args = podman_run_args(
@@ -152,6 +164,8 @@ class SidecarContainer:
             podman("rm", "--force", self.name, check=False, timeout=30)
             self.proc.wait(timeout=30)
         self.log.unlink(missing_ok=True)
+        for key, value in self.sysctls_before.items():
+            self.tb.sysctl(self.tb.pod, key, value)
 
 
 @pytest.fixture(scope="module")
@@ -161,27 +175,21 @@ def testbed() -> Iterator[Testbed]:
         yield tb
 
 
-# Capabilities mode does not work yet: a non-privileged container (podman's and the kubelet's
-# runtime alike) has /proc/sys read-only, and the sidecar writes net.ipv6.conf.all.forwarding
-# (and eth0's accept_ra). The fix needs the operator (pod-level securityContext.sysctls, which
-# the kubelet must allow as unsafe sysctls) and the sidecar (no write when already set). Only
-# that exact failure is an expected one; once the mode works its tests simply pass.
-KNOWN_CAPABILITIES_FAILURE = "Read-only file system: '/proc/sys/"
-
-
 @pytest.fixture(scope="module", params=["privileged", "capabilities"])
 def sidecar(request: pytest.FixtureRequest, testbed: Testbed) -> Iterator[SidecarContainer]:
     sidecar = SidecarContainer(testbed, require_image(), request.param)
     try:
-        try:
-            sidecar.wait_ready()
-        except pytest.fail.Exception:
-            if request.param == "capabilities" and KNOWN_CAPABILITIES_FAILURE in sidecar.output():
-                pytest.xfail("capabilities mode: /proc/sys is read-only without privileges")
-            raise
+        sidecar.wait_ready()
         yield sidecar
     finally:
         sidecar.close()
+
+
+def test_capabilities_mode_asks_the_kubelet_for_forwarding(sidecar: SidecarContainer) -> None:
+    """Unprivileged, /proc/sys is read-only: IPv6 forwarding must come from the pod's sysctls."""
+    privileged = sidecar.container["securityContext"].get("privileged", False)
+    expected = {} if privileged else {"net.ipv6.conf.all.forwarding": "1"}
+    assert sidecar.pod_sysctls == expected
 
 
 def test_runs_as_injected(sidecar: SidecarContainer) -> None:

@@ -1,10 +1,12 @@
 """The sidecar's small parts: listen addresses, nftables text, sysctl state, HTTP endpoints."""
 
+import errno
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
-from clat_translator import nftables
+from clat_translator import netconf, nftables
 from clat_translator.health import HealthServer, parse_listen
 from clat_translator.metrics import Stats, make_registry
 from clat_translator.netconf import SysctlChanges
@@ -103,3 +105,46 @@ def test_counter_summary_changes_only_with_traffic() -> None:
     stats.packets["6to4"] += 1
     assert stats.snapshot() != before
     assert "6to4=1" in stats.summary()
+
+
+@pytest.fixture
+def read_only_proc_sys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A /proc/sys stand-in whose writes fail as a container's read-only /proc/sys does."""
+    for key in ("net/ipv6/conf/all/forwarding", "net/ipv6/conf/eth0/accept_ra"):
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_text("1\n" if key.endswith("accept_ra") else "0\n")
+
+    def refuse(key: str, value: str) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / key))
+
+    monkeypatch.setattr(netconf, "PROC_SYS", tmp_path)
+    monkeypatch.setattr(netconf, "write_sysctl", refuse)
+    return tmp_path
+
+
+def test_a_sysctl_already_right_is_not_written(read_only_proc_sys: Path) -> None:
+    changes = SysctlChanges()
+    assert not changes.plan("net/ipv6/conf/eth0/accept_ra", "1")
+    assert changes.apply() == [] and changes.originals == {}
+
+
+def test_an_optional_sysctl_on_a_read_only_proc_sys_is_a_warning(read_only_proc_sys: Path) -> None:
+    changes = SysctlChanges()
+    assert changes.plan("net/ipv6/conf/eth0/accept_ra", "2", if_read_only="RA routes may expire")
+    warnings = changes.apply()
+    assert warnings == [
+        "cannot set net/ipv6/conf/eth0/accept_ra=2 (Read-only file system): RA routes may expire"
+    ]
+    assert changes.originals == {}  # nothing changed, nothing to restore
+
+
+def test_a_required_sysctl_on_a_read_only_proc_sys_says_how_to_fix_it(
+    read_only_proc_sys: Path,
+) -> None:
+    changes = SysctlChanges()
+    assert changes.plan("net/ipv6/conf/all/forwarding", "1")
+    with pytest.raises(netconf.NetconfError) as error:
+        changes.apply()
+    message = str(error.value)
+    assert message.startswith("net.ipv6.conf.all.forwarding must be 1 and /proc/sys is read-only")
+    assert "securityContext.sysctls" in message and "privileged" in message

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from clat_translator.rtnl import IPRoute, NetlinkError
 
 PROC_SYS = Path("/proc/sys")
 IPV6_OVERHEAD = 20  # an IPv6 header is 20 bytes longer than an option-less IPv4 one (RFC 7915)
@@ -134,6 +133,14 @@ def configure_tun(
     index = link_index(ipr, name)
     if index is None:
         raise NetconfError(f"TUN device {name} vanished")
+    # No link-local address on the TUN (addr_gen_mode 1 = none, set before "up"): the kernel then
+    # sends no ND/MLD into it, which the translator could only drop. Netlink, not /proc/sys,
+    # which is read-only in an unprivileged container.
+    ipr.link(
+        "set",
+        index=index,
+        IFLA_AF_SPEC={"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]})]},
+    )
     ipr.link("set", index=index, mtu=device_mtu, state="up")
     # RFC 7335: 192.0.0.1/32 is the host's IPv4 address behind a CLAT
     ipr.addr("add", index=index, address=clat_v4, prefixlen=32)
@@ -182,28 +189,57 @@ def write_sysctl(key: str, value: str) -> None:
     sysctl_path(key).write_text(value)
 
 
+def read_only(exc: OSError) -> bool:
+    """/proc/sys is mounted read-only in containers that are not privileged."""
+    return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 class SysctlChanges:
     """Sysctls we changed, with their original values, restorable in reverse order."""
 
     def __init__(self, originals: Iterable[tuple[str, str]] = ()) -> None:
         self.originals: dict[str, str] = dict(originals)
         self.wanted: dict[str, str] = {}
+        self.optional: dict[str, str] = {}  # key -> what is lost if it cannot be written
 
-    def plan(self, key: str, value: str) -> bool:
+    def plan(self, key: str, value: str, if_read_only: str | None = None) -> bool:
         """Remember `key`'s original value if it differs from `value`; True if it will change.
 
         Planning before applying lets the caller record the originals somewhere safe first.
+        `if_read_only` makes the change optional: what the pod loses when /proc/sys is
+        read-only. A required change that cannot be written ends setup with NetconfError.
         """
         current = read_sysctl(key)
         if current == value:
             return False
         self.originals.setdefault(key, current)
         self.wanted[key] = value
+        if if_read_only is not None:
+            self.optional[key] = if_read_only
         return True
 
-    def apply(self) -> None:
+    def apply(self) -> list[str]:
+        """Write the planned values; return warnings for optional ones that could not be."""
+        warnings = []
         for key, value in self.wanted.items():
-            write_sysctl(key, value)
+            try:
+                write_sysctl(key, value)
+            except OSError as exc:
+                if not read_only(exc):
+                    raise
+                self.originals.pop(key, None)
+                if key in self.optional:
+                    lost = self.optional[key]
+                    warnings.append(f"cannot set {key}={value} ({exc.strerror}): {lost}")
+                    continue
+                dotted = key.replace("/", ".")
+                raise NetconfError(
+                    f"{dotted} must be {value} and /proc/sys is read-only here: run the clat "
+                    f"container privileged, or have the kubelet set it (pod "
+                    f"securityContext.sysctls, allowed with --allowed-unsafe-sysctls; the "
+                    f"operator adds it in capabilities mode)"
+                ) from None
+        return warnings
 
     def restore(self) -> list[str]:
         """Put every original value back (newest change first); return the keys that failed."""

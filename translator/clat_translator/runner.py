@@ -19,13 +19,12 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from clat_translator import discovery, logs, netconf, nftables
 from clat_translator.datapath import Datapath
 from clat_translator.discovery import Discovered, DiscoveryError, Pref64Listener
 from clat_translator.health import HealthServer
 from clat_translator.metrics import Stats, make_registry
+from clat_translator.rtnl import NetlinkError
 from clat_translator.tun import TunDevice, TunError, offload_names
 from clat_translator.workers import WorkerError, WorkerPool, auto_workers
 from clat_translator.xlat import DROP_REASONS, Translator, XlatConfig
@@ -358,19 +357,21 @@ class Sidecar:
         # RA-learned default route alive with 2 (accept even when forwarding).
         accept_ra = f"net/ipv6/conf/{uplink.name}/accept_ra"
         if netconf.read_sysctl(accept_ra) == "1":
-            self.sysctls.plan(accept_ra, "2")
+            # Pods rarely learn routes from RAs (the CNI sets them), so this one is optional.
+            self.sysctls.plan(accept_ra, "2", if_read_only="routes learned from RAs may expire")
         # rp_filter needs no change: every IPv4 source the TUN delivers routes back via the TUN.
         # Record the originals in the namespace before touching anything (SIGKILL recovery).
         nftables.install(self.clat_v6 if self.nat66 else None, settings.tun, self._state_text())
         self.table_installed = True
-        self.sysctls.apply()
+        for warning in self.sysctls.apply():
+            self.log.warning("%s", warning)
         workers = settings.workers or auto_workers()
         self.tun = TunDevice.open(settings.tun, vnet_hdr=settings.offload, multi_queue=workers > 1)
         offloads = self.tun.set_offload() if settings.offload else 0
-        # Per-device sysctls vanish with the device. No link-local address on the TUN: the
-        # kernel then sends no ND/MLD into it, which the translator could only drop.
-        netconf.write_sysctl(f"net/ipv6/conf/{self.tun.name}/addr_gen_mode", "1")
-        netconf.write_sysctl(f"net/ipv6/conf/{self.tun.name}/disable_ipv6", "0")
+        # The CLAT-v6 route needs IPv6 on the TUN (a per-device sysctl, gone with the device).
+        disable_ipv6 = f"net/ipv6/conf/{self.tun.name}/disable_ipv6"
+        if netconf.read_sysctl(disable_ipv6) != "0":
+            netconf.write_sysctl(disable_ipv6, "0")
         device_mtu = min(max(uplink.mtu, self.ipv4_mtu + netconf.IPV6_OVERHEAD), 65535)
         with netconf.netlink() as ipr:
             netconf.configure_tun(
