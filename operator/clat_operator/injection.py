@@ -226,7 +226,10 @@ def sidecar_container(
 ) -> dict[str, Any]:
     env = []
     if settings.plat_prefix:
-        env.append({"name": "CLAT_PLAT_PREFIX", "value": settings.plat_prefix})
+        # What the operator discovered itself is only a head start: the sidecar re-checks it.
+        hinted = settings.prefix_source is PrefixSource.OPERATOR_DISCOVERY
+        name = "CLAT_PLAT_PREFIX_HINT" if hinted else "CLAT_PLAT_PREFIX"
+        env.append({"name": name, "value": settings.plat_prefix})
     if settings.mtu is not None:
         env.append({"name": "CLAT_MTU", "value": str(settings.mtu)})
     if settings.v6_address:

@@ -157,6 +157,23 @@ def test_prefix_change_to_a_64_is_applied_live(testbed: Testbed) -> None:
         testbed.set_nat64_prefix(PREFIX)
 
 
+def test_a_prefix_hint_is_used_at_once_and_then_corrected_by_discovery(testbed: Testbed) -> None:
+    """The operator's discovered prefix (CLAT_PLAT_PREFIX_HINT) makes the pod ready without
+    waiting for discovery; discovery re-checks it and moves to the DNS64's real prefix."""
+    stale = "2001:db8:ffff::/96"  # no NAT64 there: as if the DNS64 had moved since
+    clat = ClatProcess(testbed, "--plat-prefix-hint", stale)
+    try:
+        clat.wait_ready()
+        assert f"PLAT prefix {stale} from hint" in clat.log
+        assert clat.metric("clat_prefix_info", f'prefix="{stale}",source="hint"') == 1
+        clat.wait_log(rf"PLAT prefix changed {stale} -> {PREFIX} \(from rfc7050")
+        assert ping(testbed, count=2)
+        assert clat.metric("clat_prefix_info", f'prefix="{PREFIX}",source="rfc7050"') == 1
+        assert clat.stop() == 0
+    finally:
+        clat.close()
+
+
 def test_routed_clat_address_without_nat66(testbed: Testbed) -> None:
     dedicated = "2001:db8:1:c1a7::1"
     with NetNS(testbed.rtr) as rtr:  # the network routes the dedicated address to the pod

@@ -180,6 +180,21 @@ def test_prefix_sources_in_order() -> None:
     assert source(plain, Config(), NATIVE) == ("", "sidecar-discovery")
 
 
+def test_a_prefix_the_operator_discovered_is_only_a_hint_for_the_sidecar() -> None:
+    """Given prefixes are final (CLAT_PLAT_PREFIX); a discovered one is re-checked by the
+    sidecar (CLAT_PLAT_PREFIX_HINT), which may later find the DNS64 moved elsewhere."""
+    discovered = injection.Runtime(native_sidecar=True, discovered_prefix="2001:db8:64::/96")
+
+    def env(cfg: Config) -> list[dict[str, str]]:
+        plan = injection.plan(bare_pod("p", ENABLED), "default", None, cfg, discovered)
+        assert plan.inject and plan.init_containers is not None
+        return list(plan.init_containers[0]["env"])
+
+    assert env(Config()) == [{"name": "CLAT_PLAT_PREFIX_HINT", "value": "2001:db8:64::/96"}]
+    fixed = Config(plat_prefix="2001:db8:1::/48")
+    assert env(fixed) == [{"name": "CLAT_PLAT_PREFIX", "value": "2001:db8:1::/48"}]
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [

@@ -16,6 +16,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "command": "run",
         "dns64_server": None,
         "plat_prefix": None,
+        "plat_prefix_hint": None,
         "uplink": None,
         "clat_v4": "192.0.0.1",
         "clat_v6": None,
@@ -33,6 +34,7 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
         ["run"],
         monkeypatch,
         CLAT_PLAT_PREFIX="2001:db8:64::/96",
+        CLAT_PLAT_PREFIX_HINT="2001:db8:6464::/64",
         CLAT_DNS64_SERVER="2001:db8::53, 192.0.2.53 2001:db8::54",
         CLAT_UPLINK="net1",
         CLAT_CLAT_V4="192.0.0.4",
@@ -43,6 +45,7 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
         CLAT_FORCE="true",
     )
     assert args.plat_prefix == "2001:db8:64::/96"
+    assert args.plat_prefix_hint == "2001:db8:6464::/64"
     assert args.dns64_server == ["2001:db8::53", "192.0.2.53", "2001:db8::54"]
     assert (args.uplink, args.clat_v4, args.clat_v6, args.tun) == (
         "net1",
@@ -65,6 +68,7 @@ def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         (["run", "--plat-prefix", "2001:db8::/80"], "RFC 6052 allows prefix lengths"),
         (["run", "--plat-prefix", "2001:db8:0:0:ff00::/96"], "bits 64-71"),
         (["run", "--plat-prefix", "nonsense"], "not an IPv6 prefix"),
+        (["run", "--plat-prefix-hint", "2001:db8::/80"], "RFC 6052 allows prefix lengths"),
         (["run", "--mtu", "50"], "an IPv4 MTU from 68"),
         (["run", "--clat-v4", "300.1.1.1"], "not an IPv4 address"),
         (["run", "--clat-v6", "ff02::1"], "not a unicast address"),

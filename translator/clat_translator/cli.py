@@ -154,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PFX",
     )
     run.add_env_argument(
+        "--plat-prefix-hint",
+        plat_prefix,
+        "a prefix to start with while discovery runs (the operator passes the one it found); "
+        "unlike --plat-prefix it is re-checked by RFC 8781 / RFC 7050 and replaced if they differ",
+        metavar="PFX",
+    )
+    run.add_env_argument(
         "--uplink", interface, "uplink interface (default: the IPv6 default route's)"
     )
     run.add_env_argument(
@@ -220,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     settings = RunSettings(
         plat_prefix=args.plat_prefix,
+        plat_prefix_hint=args.plat_prefix_hint,
         dns64_servers=list(args.dns64_server or ()),
         uplink=args.uplink,
         clat_v4=args.clat_v4,

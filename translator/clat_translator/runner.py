@@ -43,6 +43,7 @@ COUNTER_LOG_SECONDS = 60.0
 @dataclass
 class RunSettings:
     plat_prefix: str | None = None
+    plat_prefix_hint: str | None = None  # used at once, then re-checked by discovery
     dns64_servers: list[str] = field(default_factory=list)
     uplink: str | None = None
     clat_v4: str = DEFAULT_CLAT_V4
@@ -288,6 +289,12 @@ class Sidecar:
             return True
         assert self.uplink is not None
         self.pref64.start(solicit_on=self.uplink.name)
+        if self.settings.plat_prefix_hint is not None:
+            # Ready at once; _recheck_prefix confirms it (or moves to what discovery finds)
+            # after MIN_RECHECK_SECONDS, as the hint carries no lifetime of its own.
+            prefix = ipaddress.IPv6Network(self.settings.plat_prefix_hint)
+            self._use_prefix(Discovered((prefix,), 0, "hint"))
+            return True
         delay = 1.0
         first = True
         self.not_ready_reason = "looking for the PLAT prefix"
@@ -336,6 +343,8 @@ class Sidecar:
                 with self.pending_lock:
                     self.pending = found
                 os.write(self._wake_w, b"p")
+            elif current is not None and current.source == "hint":
+                self._use_prefix(found)  # confirmed: say by what, and use its lifetime
 
     # ---- setup -----------------------------------------------------------------------------
 
