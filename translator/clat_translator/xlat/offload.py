@@ -145,16 +145,10 @@ class OffloadTranslator:
             return None
         if int.from_bytes(mv[10:30], "big") % 0xFFFF:
             return None  # a wrong header checksum: the reference drops it (RFC 1812 §5.2.2)
-        t = self.translator
-        key = bytes(mv[22:30])
-        entry = t._cache46.get(key)
-        if not entry:
-            if entry is None:
-                t._learn46(key)
-                entry = t._cache46.get(key)
-            if not entry:
-                return None  # EAM hairpinning, denied or untranslatable: the reference decides
-        addrs6, delta, _ = entry  # type: ignore[misc]
+        entry = self.translator.plain_pair46(bytes(mv[22:30]))
+        if entry is None:
+            return None  # EAM hairpinning, denied or untranslatable: the reference decides
+        addrs6, delta, _ = entry
         segments = 1
         seg6 = size + 20
         gso_out = GSO_NONE
@@ -214,16 +208,10 @@ class OffloadTranslator:
         at, gso4, gso6 = _L4[proto]
         if size < 48 + (12 if proto == TCP else 0):
             return None
-        t = self.translator
-        key = bytes(mv[18:50])
-        entry = t._cache64.get(key)
-        if not entry:
-            if entry is None:
-                t._learn64(key)
-                entry = t._cache64.get(key)
-            if not entry:
-                return None
-        addrs4, delta, _ = entry  # type: ignore[misc]
+        entry = self.translator.plain_pair64(bytes(mv[18:50]))
+        if entry is None:
+            return None
+        addrs4, delta, _ = entry
         total = size - 20
         tos = self._new_tos if self._reset_tos else (first >> 20) & 0xFF
         c_at = 50 + at
@@ -336,7 +324,7 @@ class OffloadTranslator:
         return [full, tail]
 
     def _next_ident(self) -> int:
-        return self.translator._ctx.next_ident()
+        return self.translator.next_ident()
 
     # ---- everything else: segments through the reference -------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from typing import Literal
 
 from . import drops, four_to_six, six_to_four
 from .checksum import address_delta, finish
@@ -32,8 +33,8 @@ class Translator:
         self._ctx = ctx = Context(config)
         # Per address pair: (translated addresses, RFC 1624 delta, IPv6 pair's sum mod 0xFFFF),
         # or False: this pair always takes the general path.
-        self._cache46: dict[bytes, tuple[bytes, int, int] | bool] = {}
-        self._cache64: dict[bytes, tuple[bytes, int, int] | bool] = {}
+        self._cache46: dict[bytes, tuple[bytes, int, int] | Literal[False]] = {}
+        self._cache64: dict[bytes, tuple[bytes, int, int] | Literal[False]] = {}
         self._tc_mask = ctx.tc_mask
         self._mtu6 = ctx.ipv6_mtu
         self._lowest6 = ctx.lowest_ipv6_mtu
@@ -62,7 +63,7 @@ class Translator:
                 if self._fast_path:
                     entry = self._cache46.get(packet[12:20])
                     if entry:
-                        r = self._fast46(packet, entry)  # type: ignore[arg-type]
+                        r = self._fast46(packet, entry)
                         if r is not None:
                             return r
                     elif entry is None:
@@ -73,7 +74,7 @@ class Translator:
                 if self._fast_path and len(packet) >= 40:
                     entry = self._cache64.get(packet[8:40])
                     if entry:
-                        r = self._fast64(packet, entry)  # type: ignore[arg-type]
+                        r = self._fast64(packet, entry)
                         if r is not None:
                             return r
                     elif entry is None:
@@ -168,6 +169,30 @@ class Translator:
         if total > self._df_limit:
             return 0, 0x4000
         return self._ctx.next_ident(), 0
+
+    # ---- for callers with a fast path of their own (the offloaded data path) -------------------
+
+    def plain_pair46(self, key: bytes) -> tuple[bytes, int, int] | None:
+        """How an IPv4 source+destination pair (8 bytes) translates in the plain case: the IPv6
+        pair (32 bytes), its RFC 1624 checksum delta, the IPv6 pair's sum mod 0xFFFF. None when
+        such packets must take `translate` (hairpinning, denied, untranslatable)."""
+        entry = self._cache46.get(key)
+        if entry is None:
+            self._learn46(key)
+            entry = self._cache46[key]
+        return entry or None
+
+    def plain_pair64(self, key: bytes) -> tuple[bytes, int, int] | None:
+        """The same for an IPv6 source+destination pair (32 bytes) translated to IPv4."""
+        entry = self._cache64.get(key)
+        if entry is None:
+            self._learn64(key)
+            entry = self._cache64[key]
+        return entry or None
+
+    def next_ident(self) -> int:
+        """A fresh IPv4 Identification, from the same sequence `translate` uses (RFC 6864)."""
+        return self._ctx.next_ident()
 
     def _learn46(self, key: bytes) -> None:
         """Remember how an IPv4 address pair translates, when it is the plain case."""
