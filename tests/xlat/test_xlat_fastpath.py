@@ -13,6 +13,7 @@ PACKETS = [
     v4(TCP(sport=1, dport=2) / (b"t" * 1360), flags="DF"),
     v4(TCP(sport=1, dport=2) / (b"t" * 1360), flags=0),
     v4(TCP(sport=1, dport=2) / (b"t" * 1500), flags="DF"),
+    v4(TCP(sport=1, dport=2) / (b"t" * 1360), flags="evil"),  # reserved bit, DF clear: fragment
     v4(UDP(sport=3, dport=4) / (b"u" * 36)),
     v4(UDP(sport=3, dport=4, chksum=0) / b"u"),
     v4(UDP(sport=3, dport=4) / b"u", ttl=1),

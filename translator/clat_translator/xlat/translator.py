@@ -95,7 +95,7 @@ class Translator:
             total != n
             or frag & 0x3FFF  # RFC 7915 §4.1: a fragment
             or ttl <= 1
-            or n + 20 > (self._mtu6 if frag else self._lowest6)
+            or n + 20 > (self._mtu6 if frag & 0x4000 else self._lowest6)  # DF, not the evil bit
             or int.from_bytes(pkt[:20], "big") % 0xFFFF  # header checksum wrong
         ):
             return None
