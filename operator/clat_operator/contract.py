@@ -63,8 +63,11 @@ USER_ANNOTATIONS = (
     ANNOTATION_V6_ADDRESS,
 )
 
-# The sidecar's HTTP port (clat-translator's default --listen [::]:9180; /healthz, /readyz).
+# The sidecar's HTTP port (clat-translator's default --listen [::]:9180; /healthz, /readyz,
+# /metrics) and the name the injected container gives it (the chart's PodMonitor scrapes it by
+# name: the port moves up from 9180 when an application container already uses it).
 SIDECAR_HTTP_PORT = 9180
+SIDECAR_PORT_NAME = "clat-http"
 
 # Dev mode only (`--webhook-host`): the MutatingWebhookConfiguration the operator manages.
 DEV_WEBHOOK_CONFIGURATION = "clat-operator-dev.clat.io"

@@ -20,7 +20,6 @@ Pod = Mapping[str, Any]
 
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-SIDECAR_PORT_NAME = "clat-http"
 # If an application already declares the sidecar's port, the sidecar moves up to this range.
 _SPARE_PORTS = range(contract.SIDECAR_HTTP_PORT + 1, contract.SIDECAR_HTTP_PORT + 20)
 
@@ -245,7 +244,7 @@ def sidecar_container(
         "image": config.sidecar_image,
         "imagePullPolicy": config.sidecar_image_pull_policy,
         "command": ["clat-translator", "run"],
-        "ports": [{"name": SIDECAR_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+        "ports": [{"name": contract.SIDECAR_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
         "resources": json.loads(json.dumps(config.sidecar_resources)),
         "securityContext": security_context(config.security_mode),
         # /readyz is 200 once IPv4 is translated (or the sidecar stood down on a dual-stack pod).

@@ -337,12 +337,11 @@ def test_pod_monitor_scrapes_the_sidecar() -> None:
     monitor = one(render(VALUE_SETS["everything"]), "PodMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    assert endpoint["path"] == "/metrics" and endpoint["interval"] == "15s"
-    keep, ipv6, ipv4 = endpoint["relabelings"]
-    assert keep["action"] == "keep" and keep["regex"] == contract.SIDECAR_CONTAINER_NAME
-    assert ipv6["replacement"] == f"[${{1}}]:{contract.SIDECAR_HTTP_PORT}"
-    assert ipv4["replacement"] == f"${{1}}:{contract.SIDECAR_HTTP_PORT}"
+    assert endpoint == {"port": contract.SIDECAR_PORT_NAME, "path": "/metrics", "interval": "15s"}
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    # by default every pod is looked at: pods opted in by annotation alone are scraped too
+    default = one(render({"podMonitor": {"enabled": True}}), "PodMonitor")
+    assert default["spec"]["selector"] == {}
 
 
 def test_schema_allows_what_the_operator_accepts() -> None:
