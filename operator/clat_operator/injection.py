@@ -275,11 +275,16 @@ def security_context(mode: SecurityMode) -> dict[str, Any]:
     }
 
 
+def own_sysctls(pod: Pod) -> list[dict[str, str]]:
+    """The sysctls the pod itself asks for (securityContext.sysctls)."""
+    return list((spec(pod).get("securityContext") or {}).get("sysctls") or [])
+
+
 def pod_sysctls(pod: Pod, mode: SecurityMode) -> list[dict[str, str]] | None:
     """The pod's sysctls with the ones the sidecar needs added; None when nothing changes."""
     if mode is SecurityMode.PRIVILEGED:
         return None
-    current = list((spec(pod).get("securityContext") or {}).get("sysctls") or [])
+    current = own_sysctls(pod)
     names = {item.get("name") for item in current}
     missing = [
         {"name": name, "value": value}
@@ -296,7 +301,7 @@ def conflicting_sysctls(pod: Pod, mode: SecurityMode) -> list[str]:
     return [
         f"securityContext.sysctls sets {item.get('name')}={item.get('value')!r}, the clat "
         f"sidecar in capabilities mode needs {CAPABILITIES_MODE_SYSCTLS[item['name']]}"
-        for item in (spec(pod).get("securityContext") or {}).get("sysctls") or []
+        for item in own_sysctls(pod)
         if item.get("name") in CAPABILITIES_MODE_SYSCTLS
         and str(item.get("value")) != CAPABILITIES_MODE_SYSCTLS[item["name"]]
     ]
