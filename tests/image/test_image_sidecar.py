@@ -24,7 +24,7 @@ from tests.image.podman import podman, podman_popen, require_image
 
 pytestmark = pytest.mark.root
 
-NS_PREFIX = "cimg"
+NS_PREFIX = os.environ.get("CLAT_TEST_NS", "c") + "img"
 SERVER = "203.0.113.10"
 IPV4_ROUTER = "192.0.2.2"  # between the NAT64 and the server
 

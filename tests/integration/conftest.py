@@ -17,7 +17,8 @@ import pytest
 
 from testbed import Testbed
 
-NS_PREFIX = "clt"
+# CLAT_TEST_NS lets two checkouts run their netns tests side by side without sharing names.
+NS_PREFIX = os.environ.get("CLAT_TEST_NS", "clt")
 CLAT_TRANSLATOR = str(Path(sys.executable).parent / "clat-translator")
 METRICS_PORT = 9180
 
