@@ -67,7 +67,6 @@ class Context:
         self.amend_udp = config.amend_udp_checksum_zero
         self.plateaus = sorted(set(config.mtu_plateaus), reverse=True)
         self.hairpin = config.eam_hairpin_mode
-        self.intrinsic = config.eam_hairpin_mode == "intrinsic"
         self._rng = random.Random()
 
     def next_ident(self) -> int:

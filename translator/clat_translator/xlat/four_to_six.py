@@ -136,9 +136,10 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
             icmp4_error(ctx, pkt, 3, 13, ZERO4) if answer else None,
         )
     dst6, dst_eam = d
-    # RFC 7757 §4.2 hairpinning: a hairpinned packet, and in intrinsic mode any packet to an
-    # EAM address, takes its source from pool6, so that replies come back through us.
-    s = ctx.mapper.to6(src4, use_eam=not (hairpin or (ctx.intrinsic and dst_eam)))
+    # RFC 7757 §3.3: an EAM source translates through its entry, whatever the destination.
+    # §4.2: only the second leg of a hairpinned packet takes its source from pool6, so that
+    # the reply comes back through us.
+    s = ctx.mapper.to6(src4, use_eam=not hairpin)
     if s is not None:
         src6 = s[0]
     elif icmp_error and ctx.rfc6791v6 is not None:
@@ -173,7 +174,7 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
             if first:
                 return dropped(drops.FRAGMENTED_ICMP)  # checksum needs the whole message
         else:
-            r = icmp_4to6(ctx, data, addrs6)
+            r = icmp_4to6(ctx, data, addrs6, hairpin)
             if isinstance(r, str):
                 return dropped(r)
             data = r
@@ -235,7 +236,7 @@ def tcp_udp_4to6(
 # -- §4.2: ICMPv4 -> ICMPv6 --------------------------------------------------------------------
 
 
-def icmp_4to6(ctx: Context, msg: bytes, addrs6: bytes) -> bytes | str:
+def icmp_4to6(ctx: Context, msg: bytes, addrs6: bytes, hairpin: bool = False) -> bytes | str:
     """Translate an unfragmented ICMPv4 message; a str return is a drop reason."""
     if len(msg) < 8:
         return drops.TRUNCATED
@@ -250,7 +251,7 @@ def icmp_4to6(ctx: Context, msg: bytes, addrs6: bytes) -> bytes | str:
         mapping = ICMP4_TO_6_ERROR.get((icmp_type, code))
         if mapping is None:
             return drops.ICMP_UNTRANSLATABLE  # §4.2: "silently drop"
-        r = _error_4to6(ctx, msg, mapping)
+        r = _error_4to6(ctx, msg, mapping, hairpin)
         if isinstance(r, str):
             return r
         body = r
@@ -259,7 +260,9 @@ def icmp_4to6(ctx: Context, msg: bytes, addrs6: bytes) -> bytes | str:
     return body[:2] + c.to_bytes(2, "big") + body[4:]
 
 
-def _error_4to6(ctx: Context, msg: bytes, mapping: tuple[int, int, int]) -> bytes | str:
+def _error_4to6(
+    ctx: Context, msg: bytes, mapping: tuple[int, int, int], hairpin: bool
+) -> bytes | str:
     t6, c6, kind = mapping
     data = msg[8:]
     ext = b""
@@ -268,7 +271,7 @@ def _error_4to6(ctx: Context, msg: bytes, mapping: tuple[int, int, int]) -> byte
         quoted = msg[5] * 4
         if quoted >= 128 and len(data) >= quoted + 4:
             data, ext = data[:quoted], data[quoted:]
-    inner = _inner_4to6(ctx, data)
+    inner = _inner_4to6(ctx, data, hairpin)
     if isinstance(inner, str):
         return inner
     if kind == MTU:
@@ -311,7 +314,7 @@ def _packet_too_big_mtu(ctx: Context, msg: bytes, quote: bytes) -> int:
 # -- §4.3: the packet inside an ICMPv4 error ----------------------------------------------------
 
 
-def _inner_4to6(ctx: Context, data: bytes) -> bytes | str:
+def _inner_4to6(ctx: Context, data: bytes, hairpin: bool) -> bytes | str:
     """§4.3: translate the (possibly truncated) IPv4 packet quoted in an error.
 
     Same rules as the outer header, except the TTL is not decremented and nothing is
@@ -327,11 +330,12 @@ def _inner_4to6(ctx: Context, data: bytes) -> bytes | str:
         return drops.BAD_INNER_PACKET
     data = data[:total]  # RFC 4884 zero padding is not part of the quoted packet
     src4, dst4 = data[12:16], data[16:20]
-    # The quoted packet travels the other way: mirror the intrinsic hairpinning rule.
+    # The quoted packet travels the other way: in a hairpinned error (RFC 7757 §4.2) its
+    # destination mirrors the outer source and takes pool6 too.
     s = ctx.mapper.to6(src4)
     if s is None:
         return drops.BAD_INNER_PACKET
-    d = ctx.mapper.to6(dst4, use_eam=not (ctx.intrinsic and s[1]))
+    d = ctx.mapper.to6(dst4, use_eam=not hairpin)
     if d is None:
         return drops.BAD_INNER_PACKET
     addrs6 = s[0] + d[0]

@@ -202,7 +202,7 @@ class Translator:
         ctx = self._ctx
         src4, dst4 = key[:4], key[4:]
         d = None if dst4 == ctx.local4 else ctx.mapper.to6(dst4)
-        s = None if d is None else ctx.mapper.to6(src4, use_eam=not (ctx.intrinsic and d[1]))
+        s = None if d is None else ctx.mapper.to6(src4)
         if d is None or s is None:
             cache[key] = False
             return
