@@ -446,6 +446,7 @@ class Sidecar:
             ipv6_mtu=self.uplink.mtu,
             # the IPv4 side is the pod's own stack: no link to fit, only the route's MTU
             ipv4_mtu=65535,
+            clat_mode=True,
         )
         return Translator(config)
 

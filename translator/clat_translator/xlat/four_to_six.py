@@ -119,6 +119,13 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
         return dropped(drops.BAD_FRAGMENT)
     first = offset == 0
     src4, dst4 = pkt[12:16], pkt[16:20]
+    # clat_mode (RFC 6877 CLAT): the host's own IPv4 addresses are the EAM entries; any other
+    # source is forged. Dropped before anything could answer it (no ICMP error to a forgery).
+    # The hairpinned leg came from the IPv6 side, where its source was checked.
+    if ctx.clat_mode and not hairpin and not ctx.mapper.in_eam4(int.from_bytes(src4, "big")):
+        return dropped(drops.FOREIGN_SOURCE)
+    if proto == ICMP and not fragmented and size < 8:
+        return dropped(drops.TRUNCATED)  # RFC 792: shorter than its header; malformed, unanswered
     icmp_error = proto == ICMP and first and size > 0 and pkt[ihl] in ICMP4_ERROR_TYPES
     # RFC 7915 §4.4 + RFC 1812 §4.3.2.7: no errors about errors, non-first fragments, or
     # packets from/to non-unicast addresses.
@@ -139,7 +146,9 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
     # RFC 7757 §3.3: an EAM source translates through its entry, whatever the destination.
     # §4.2: only the second leg of a hairpinned packet takes its source from pool6, so that
     # the reply comes back through us.
-    s = ctx.mapper.to6(src4, use_eam=not hairpin)
+    # Jool: the reserved ranges bar ordinary packets, not the source of an ICMP error (a router
+    # may send from 0.0.0.0 or 127/8; RFC 7915 §4.2 does not forbid it).
+    s = ctx.mapper.to6(src4, use_eam=not hairpin, reserved=not icmp_error)
     if s is not None:
         src6 = s[0]
     elif icmp_error and ctx.rfc6791v6 is not None:
@@ -189,7 +198,7 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
     if df:
         if size6 > ctx.ipv6_mtu:
             # §4.1: DF set and too big: Fragmentation Needed, MTU of the IPv6 side - 20.
-            mtu = ctx.ipv6_mtu - 20 - (8 if fragmented else 0)
+            mtu = min(ctx.ipv6_mtu - 20 - (8 if fragmented else 0), 65535)  # a 16-bit field
             err = icmp4_error(ctx, pkt, 3, 4, struct.pack("!HH", 0, mtu)) if answer else None
             return dropped(drops.FRAGMENTATION_NEEDED, err)
         need_frag_header = fragmented

@@ -21,6 +21,7 @@ from __future__ import annotations
 import struct
 
 from .checksum import finish, finish_udp, sum16
+from .context import DF_LIMIT
 from .rewrite import IP6_HEAD, ipv4_header
 from .translator import Translator
 
@@ -95,7 +96,7 @@ class OffloadTranslator:
         self._mtu6 = config.ipv6_mtu
         self._lowest6 = config.lowest_ipv6_mtu
         self._mtu4 = config.ipv4_mtu
-        self._df_limit = config.lowest_ipv6_mtu - 20  # RFC 7915 §5.1 (1260 by default)
+        self._df_limit = DF_LIMIT  # RFC 7915 §5.1: 1260, fixed
         self._tc_mask = 0 if config.reset_traffic_class else 0xFF
         self._reset_tos = config.reset_tos
         self._new_tos = config.new_tos

@@ -201,6 +201,9 @@ class Translator:
             cache.clear()
         ctx = self._ctx
         src4, dst4 = key[:4], key[4:]
+        if ctx.clat_mode and not ctx.mapper.in_eam4(int.from_bytes(src4, "big")):
+            cache[key] = False  # a foreign source: `translate` drops it (and the offload path)
+            return
         d = None if dst4 == ctx.local4 else ctx.mapper.to6(dst4)
         s = None if d is None else ctx.mapper.to6(src4)
         if d is None or s is None:
