@@ -16,12 +16,13 @@ TOOLS  := .tools
 APT_PACKAGES := iproute2 nftables tayga unbound iperf3 dnsutils traceroute iputils-ping \
                 curl procps tcpdump podman runc debootstrap unzip
 
-.PHONY: help deps apt-deps venv lint unit test demo bench clean tools manifests image base-image constraints
+.PHONY: help deps apt-deps venv lint unit test demo bench clean tools manifests image base-image constraints fuzz
 
 help:
 	@echo "make demo    the CLAT end to end in network namespaces (root)"
 	@echo "make test    lint, type checks and all tests (root for the netns tests)"
 	@echo "make bench   benchmarks (tables)"
+	@echo "make fuzz    coverage-guided fuzzing of the packet core, FUZZ_SECONDS (600) per target"
 
 ## ---- installation ---------------------------------------------------------
 
@@ -167,6 +168,19 @@ constraints: base-image $(BUILD)/pip/pip.conf
 bench: deps
 	$(BIN)/python bench/xlat.py
 	$(BIN)/python bench/throughput.py
+
+## ---- fuzzing (make test runs each target ~25 s; this runs them FUZZ_SECONDS each) -------
+
+FUZZ_SECONDS ?= 600
+FUZZ_OUT ?= .build/fuzz
+
+fuzz: venv
+	@for t in translate offload; do \
+	  mkdir -p $(FUZZ_OUT)/$$t && \
+	  $(BIN)/python tests/fuzz/fuzz_xlat.py $$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -rss_limit_mb=1024 -artifact_prefix=$(FUZZ_OUT)/$$t/ $(FUZZ_OUT)/$$t tests/fuzz/corpus/$$t \
+	    || exit 1; \
+	done
 
 ## ---- housekeeping ---------------------------------------------------------
 
