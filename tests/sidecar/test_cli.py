@@ -1,6 +1,7 @@
 """`clat-translator` flags and CLAT_* environment variables (CONTRACTS.md §2)."""
 
 import pytest
+from clat_operator import validation
 from clat_translator.cli import build_parser, main
 
 
@@ -87,6 +88,33 @@ def test_bad_flags_exit_2_with_a_message(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("prefix", "why"),
+    [
+        ("fe80::/64", "link-local"),
+        ("::ffff:0:0/96", "IPv4-mapped"),
+        ("ff0e::/96", "multicast"),
+        ("2001:db8::1/96", "no bits set after its length"),
+    ],
+)
+def test_plat_prefix_refuses_what_the_operator_refuses(
+    prefix: str, why: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One rule for both sides: the operator's admission check says the same.
+    with pytest.raises(ValueError, match=why):
+        validation.plat_prefix(prefix)
+    for flag in ("--plat-prefix", "--plat-prefix-hint"):
+        with pytest.raises(SystemExit):
+            main(["run", flag, prefix])
+        err = capsys.readouterr().err
+        assert f"argument {flag}: {prefix!r}: " in err and why in err
+    monkeypatch.setenv("CLAT_PLAT_PREFIX", prefix)
+    with pytest.raises(SystemExit):
+        main(["run"])
+    err = capsys.readouterr().err
+    assert f"CLAT_PLAT_PREFIX: {prefix!r}: " in err and why in err
 
 
 def test_bad_environment_names_the_variable(

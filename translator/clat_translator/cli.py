@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clat_translator import logs
-from clat_translator.discovery import RFC6052_LENGTHS, DiscoveryError, discover_rfc7050
+from clat_translator.discovery import DiscoveryError, discover_rfc7050
 from clat_translator.health import parse_listen
 from clat_translator.runner import DEFAULT_CLAT_V4, RunSettings, Sidecar
+from clat_translator.xlat import rfc6052
 
 ENV_PREFIX = "CLAT_"
 MIN_MTU, MAX_MTU = 68, 65515  # RFC 791 minimum; 65535 - 20 so the IPv6 side still fits
@@ -25,17 +26,11 @@ MAX_WORKERS = 64
 
 
 def plat_prefix(text: str) -> str:
+    """The rules of rfc6052.parse_prefix, the same the operator applies at admission."""
     try:
-        net = ipaddress.IPv6Network(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv6 prefix") from None
-    if net.prefixlen not in RFC6052_LENGTHS:
-        raise argparse.ArgumentTypeError(
-            f"{text}: RFC 6052 allows prefix lengths 32, 40, 48, 56, 64 and 96"
-        )
-    if net.network_address.packed[8] != 0:
-        raise argparse.ArgumentTypeError(f"{text}: bits 64-71 must be zero (RFC 6052 §2.2)")
-    return str(net)
+        return str(rfc6052.parse_prefix(text))
+    except rfc6052.PrefixError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
 
 
 def ipv4_address(text: str) -> str:
