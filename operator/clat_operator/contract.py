@@ -114,7 +114,7 @@ DEV_MODE_API_CALLS: tuple[ApiCall, ...] = (
 NON_RESOURCE_URLS: tuple[str, ...] = ("/version", "/api", "/api/*", "/apis", "/apis/*")
 
 
-# ---- settings (CONTRACTS §3): env name, flag, default -----------------------------------
+# ---- settings (docs/operator.md "Settings"): env name, flag, default ---------------------
 class Setting(NamedTuple):
     env: str
     flag: str

@@ -1,4 +1,4 @@
-"""`clat-translator` flags and CLAT_* environment variables (CONTRACTS.md §2)."""
+"""`clat-translator` flags and CLAT_* environment variables (docs/sidecar.md "Commands")."""
 
 import pytest
 from clat_operator import validation
