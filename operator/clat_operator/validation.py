@@ -16,12 +16,21 @@ from clat_translator.xlat import rfc6052
 MTU_MIN = 1280 - 20
 MTU_MAX = 65535 - 20
 BOOLEAN_VALUES = ("true", "false")
+# The sidecar's --datapath values (clat_translator.cli.DATAPATHS; the seam test holds them equal).
+DATAPATH_VALUES = ("auto", "kernel", "userspace")
 
 
 def boolean(value: str) -> bool:
     if value not in BOOLEAN_VALUES:
         raise ValueError('allowed: "true" or "false"')
     return value == "true"
+
+
+def datapath(value: str) -> str:
+    """Which data path the sidecar uses: the tc-eBPF kernel path, the userspace one, or auto."""
+    if value.strip() not in DATAPATH_VALUES:
+        raise ValueError(f"allowed: {', '.join(DATAPATH_VALUES)}")
+    return value.strip()
 
 
 def plat_prefix(value: str) -> ipaddress.IPv6Network:

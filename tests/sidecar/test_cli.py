@@ -27,6 +27,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "force": False,
         "offload": True,
         "workers": 1,
+        "datapath": "auto",
     }
 
 
@@ -44,6 +45,7 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
         CLAT_MTU="1400",
         CLAT_LISTEN="127.0.0.1:9999",
         CLAT_FORCE="true",
+        CLAT_DATAPATH="Kernel",
     )
     assert args.plat_prefix == "2001:db8:64::/96"
     assert args.plat_prefix_hint == "2001:db8:6464::/64"
@@ -55,6 +57,7 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
         "clat0",
     )
     assert (args.mtu, args.listen, args.force) == (1400, "127.0.0.1:9999", True)
+    assert args.datapath == "kernel"
 
 
 def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,6 +79,10 @@ def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         (["run", "--listen", "::9180"], "brackets"),
         (["run", "--tun", "a-name-far-too-long"], "not an interface name"),
         (["discover", "--dns64-server", "dns.example"], "not an IP address"),
+        (
+            ["run", "--datapath", "ebpf"],
+            "argument --datapath: 'ebpf': one of auto, kernel, userspace",
+        ),
         (["frobnicate"], "invalid choice"),
     ],
 )

@@ -23,6 +23,9 @@ from clat_translator.xlat import rfc6052
 ENV_PREFIX = "CLAT_"
 MIN_MTU, MAX_MTU = 68, 65515  # RFC 791 minimum; 65535 - 20 so the IPv6 side still fits
 MAX_WORKERS = 64
+# --datapath: kernel = the tc-eBPF fast path with userspace for the rest; userspace = the TUN
+# loop for everything; auto = kernel where it loads, else userspace.
+DATAPATHS = ("auto", "kernel", "userspace")
 
 
 def plat_prefix(text: str) -> str:
@@ -84,6 +87,13 @@ def workers(text: str) -> int | None:
     if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"{text!r}: auto, or a number from 1 to {MAX_WORKERS}")
     return int(text)
+
+
+def datapath(text: str) -> str:
+    value = text.strip().lower()
+    if value not in DATAPATHS:
+        raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(DATAPATHS)}")
+    return value
 
 
 def boolean(text: str) -> bool:
@@ -201,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N|auto",
     )
+    run.add_env_argument(
+        "--datapath",
+        datapath,
+        "kernel: a tc-eBPF program translates the common packets, the rest goes to userspace; "
+        "userspace: the TUN loop for everything; auto: kernel where it loads, else userspace",
+        default="auto",
+        metavar="auto|kernel|userspace",
+    )
     return parser
 
 
@@ -233,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         force=bool(args.force),
         offload=bool(args.offload),
         workers=args.workers,
+        datapath=args.datapath,
     )
     return Sidecar(settings).run()
 
