@@ -222,6 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """What `run` will do, from its parsed flags (and CLAT_* variables)."""
+    return RunSettings(
+        plat_prefix=args.plat_prefix,
+        plat_prefix_hint=args.plat_prefix_hint,
+        dns64_servers=list(args.dns64_server or ()),
+        uplink=args.uplink,
+        clat_v4=args.clat_v4,
+        clat_v6=args.clat_v6,
+        tun=args.tun,
+        mtu=args.mtu,
+        listen=args.listen,
+        force=bool(args.force),
+        offload=bool(args.offload),
+        workers=args.workers,
+        datapath=args.datapath,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = logs.setup()
@@ -238,22 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0 and not _has_net_admin():
         log.error("run needs CAP_NET_ADMIN (and /dev/net/tun): run the container privileged")
         return 1
-    settings = RunSettings(
-        plat_prefix=args.plat_prefix,
-        plat_prefix_hint=args.plat_prefix_hint,
-        dns64_servers=list(args.dns64_server or ()),
-        uplink=args.uplink,
-        clat_v4=args.clat_v4,
-        clat_v6=args.clat_v6,
-        tun=args.tun,
-        mtu=args.mtu,
-        listen=args.listen,
-        force=bool(args.force),
-        offload=bool(args.offload),
-        workers=args.workers,
-        datapath=args.datapath,
-    )
-    return Sidecar(settings).run()
+    return Sidecar(run_settings(args)).run()
 
 
 def _has_net_admin() -> bool:
