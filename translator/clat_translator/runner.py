@@ -54,6 +54,7 @@ class RunSettings:
     force: bool = False
     offload: bool = True  # virtio-net headers, TSO/USO and checksum offload on the TUN
     workers: int | None = 1  # packet loop processes (TUN queues); None = one per usable CPU
+    datapath: str = "auto"  # auto | kernel | userspace (--datapath); not acted on yet
 
 
 class SetupError(RuntimeError):

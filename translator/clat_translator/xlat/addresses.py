@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from . import rfc6052
 from .config import XlatConfig, parse_pool6
 
 # Jool's implicit denylist: IPv4 ranges that never translate through pool6 (RFC 6890 "this
@@ -50,7 +51,7 @@ class AddressMapper:
         self._reserved = [(int(n.network_address), int(n.netmask)) for n in reserved]
         self.set_pool6(config.pool6)
 
-    def set_pool6(self, pool6: str | None) -> None:
+    def set_pool6(self, pool6: str | ipaddress.IPv6Network | None) -> None:
         net = parse_pool6(pool6)
         self.pool6_len = net.prefixlen if net else 0
         self.pool6_int = int(net.network_address) if net else 0
@@ -90,13 +91,7 @@ class AddressMapper:
         """RFC 6052 §2.2: IPv4 -> IPv4-embedded IPv6 address; u-octet and suffix zero."""
         if not self.has_pool6 or self.denied4(a4, reserved):
             return None
-        n = self.pool6_len
-        if n == 96:
-            return self.pool6_int | a4
-        if n == 64:
-            return self.pool6_int | (a4 << 24)
-        low = n - 32  # bits of the IPv4 address that go after the u-octet (bits 64-71)
-        return self.pool6_int | ((a4 >> low) << 64) | ((a4 & ((1 << low) - 1)) << (56 - low))
+        return rfc6052.embed_int(self.pool6_int, self.pool6_len, a4)
 
     def in_pool6(self, a6: int) -> bool:
         """Whether an IPv6 address is inside the pool6 prefix (whatever it embeds)."""
@@ -108,14 +103,7 @@ class AddressMapper:
         n = self.pool6_len
         if not self.has_pool6 or (a6 >> (128 - n)) != (self.pool6_int >> (128 - n)):
             return None
-        if n == 96:
-            a4 = a6 & 0xFFFFFFFF
-        elif n == 64:
-            a4 = (a6 >> 24) & 0xFFFFFFFF
-        else:
-            low = n - 32
-            high = (a6 >> 64) & ((1 << (64 - n)) - 1)
-            a4 = (high << low) | ((a6 >> (56 - low)) & ((1 << low) - 1))
+        a4 = rfc6052.extract_int(a6, n)
         return None if self.denied4(a4) else a4
 
     # -- both, on bytes ---------------------------------------------------------------------

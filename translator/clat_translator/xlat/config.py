@@ -6,6 +6,8 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from . import rfc6052
+
 # RFC 1191 §7: the plateau table, used when a Fragmentation Needed carries MTU 0.
 RFC1191_PLATEAUS: tuple[int, ...] = (
     65535,
@@ -20,9 +22,6 @@ RFC1191_PLATEAUS: tuple[int, ...] = (
     296,
     68,
 )
-
-# RFC 6052 §2.2: the only prefix lengths an IPv4-embedded IPv6 address may use.
-POOL6_LENGTHS = (32, 40, 48, 56, 64, 96)
 
 HAIRPIN_MODES = ("off", "simple", "intrinsic")
 
@@ -70,16 +69,15 @@ def _int(name: str, value: object, low: int, high: int) -> int:
 
 
 def parse_pool6(value: object) -> ipaddress.IPv6Network | None:
-    """Validate a pool6 prefix (RFC 6052 §2.2); None means EAM table only."""
+    """Validate a pool6 prefix (rfc6052.parse_prefix); None means EAM table only."""
     if value is None:
         return None
-    net = _net6("pool6", value)
-    if net.prefixlen not in POOL6_LENGTHS:
-        raise _fail("pool6", value, "RFC 6052 allows prefix lengths 32, 40, 48, 56, 64, 96 only")
-    # RFC 6052 §2.2: bits 64-71 (the u-octet) must be zero.
-    if (int(net.network_address) >> 56) & 0xFF:
-        raise _fail("pool6", value, "bits 64-71 (RFC 6052 u-octet) must be zero")
-    return net
+    if not isinstance(value, str | ipaddress.IPv6Network):
+        raise _fail("pool6", value, "not an IPv6 prefix")
+    try:
+        return rfc6052.parse_prefix(value)
+    except rfc6052.PrefixError as e:
+        raise _fail("pool6", value, str(e)) from None
 
 
 MTU_FIELD_MAX = 2**32 - 1  # ICMPv6 Packet Too Big carries a 32-bit MTU (RFC 4443 §3.2)
@@ -96,7 +94,7 @@ class XlatConfig:
     dropped as `foreign-source`, never answered with an ICMP error.
     """
 
-    pool6: str | None = "64:ff9b::/96"
+    pool6: str | ipaddress.IPv6Network | None = "64:ff9b::/96"  # text or parsed
     eamt: Sequence[tuple[str, str]] = field(default_factory=list)
     local_ipv4: str | None = "192.0.0.2"
     local_ipv6: str | None = None

@@ -4,6 +4,7 @@ general RFC 7915 path (four_to_six / six_to_four). Both give the same bytes."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import struct
 from typing import Literal
 
@@ -43,7 +44,7 @@ class Translator:
         self._reset_tos = ctx.reset_tos
         self._new_tos = ctx.new_tos
 
-    def update_pool6(self, prefix: str | None) -> None:
+    def update_pool6(self, prefix: str | ipaddress.IPv6Network | None) -> None:
         """Swap the RFC 6052 prefix live (e.g. after PLAT prefix rediscovery).
 
         Raises ValueError for an invalid prefix, leaving the current one in place.
