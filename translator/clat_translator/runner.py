@@ -298,8 +298,8 @@ class Sidecar:
         """The data paths, on the configured TUN, before ready. The userspace one always runs:
         it takes every packet the TUN delivers."""
         userspace = UserspaceDatapath(tun, translator, self.stats, workers)
+        self.datapaths.append(userspace)  # before start: teardown stops what a failed start began
         userspace.start()
-        self.datapaths.append(userspace)
         # The seam for the kernel fast path (bpf/, settings.datapath): attach it here, after
         # the userspace path it hands the uncommon packets to through the TUN, and append it;
         # the last one attached names the data path.
