@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import struct
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from . import drops, four_to_six, six_to_four
 from .checksum import address_delta, finish
@@ -17,6 +17,14 @@ from .rewrite import IP6_HEAD, ipv4_header, rewrite_46, rewrite_64
 _FAST4 = struct.Struct("!H2xHBB")  # from octet 2: total length, flags/offset, TTL, protocol
 _FAST6 = struct.Struct("!HBB")  # from octet 4: payload length, next header, hop limit
 _CACHE_SIZE = 4096  # address pairs remembered per direction
+
+
+class PlainPair(NamedTuple):
+    """How an address pair translates in the plain case (`Translator.plain_pair46/64`)."""
+
+    addresses: bytes  # the translated source + destination
+    delta: int  # RFC 1624 checksum delta of the pseudo-header's address change
+    pair_sum: int  # the IPv6 pair's one's complement sum mod 0xFFFF (ICMPv6 pseudo-header)
 
 
 class Translator:
@@ -34,8 +42,8 @@ class Translator:
         self._ctx = ctx = Context(config)
         # Per address pair: (translated addresses, RFC 1624 delta, IPv6 pair's sum mod 0xFFFF),
         # or False: this pair always takes the general path.
-        self._cache46: dict[bytes, tuple[bytes, int, int] | Literal[False]] = {}
-        self._cache64: dict[bytes, tuple[bytes, int, int] | Literal[False]] = {}
+        self._cache46: dict[bytes, PlainPair | Literal[False]] = {}
+        self._cache64: dict[bytes, PlainPair | Literal[False]] = {}
         self._tc_mask = ctx.tc_mask
         self._mtu6 = ctx.ipv6_mtu
         self._lowest6 = ctx.lowest_ipv6_mtu
@@ -173,7 +181,7 @@ class Translator:
 
     # ---- for callers with a fast path of their own (the offloaded data path) -------------------
 
-    def plain_pair46(self, key: bytes) -> tuple[bytes, int, int] | None:
+    def plain_pair46(self, key: bytes) -> PlainPair | None:
         """How an IPv4 source+destination pair (8 bytes) translates in the plain case: the IPv6
         pair (32 bytes), its RFC 1624 checksum delta, the IPv6 pair's sum mod 0xFFFF. None when
         such packets must take `translate` (hairpinning, denied, untranslatable)."""
@@ -183,7 +191,7 @@ class Translator:
             entry = self._cache46[key]
         return entry or None
 
-    def plain_pair64(self, key: bytes) -> tuple[bytes, int, int] | None:
+    def plain_pair64(self, key: bytes) -> PlainPair | None:
         """The same for an IPv6 source+destination pair (32 bytes) translated to IPv4."""
         entry = self._cache64.get(key)
         if entry is None:
@@ -211,7 +219,9 @@ class Translator:
             cache[key] = False
             return
         addrs6 = s[0] + d[0]
-        cache[key] = (addrs6, address_delta(key, addrs6), int.from_bytes(addrs6, "big") % 0xFFFF)
+        cache[key] = PlainPair(
+            addrs6, address_delta(key, addrs6), int.from_bytes(addrs6, "big") % 0xFFFF
+        )
 
     def _learn64(self, key: bytes) -> None:
         """Remember how an IPv6 address pair translates, when it is the plain case."""
@@ -234,4 +244,6 @@ class Translator:
             cache[key] = False
             return
         addrs4 = s[0] + d[0]
-        cache[key] = (addrs4, address_delta(key, addrs4), int.from_bytes(key, "big") % 0xFFFF)
+        cache[key] = PlainPair(
+            addrs4, address_delta(key, addrs4), int.from_bytes(key, "big") % 0xFFFF
+        )
