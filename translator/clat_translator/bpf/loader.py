@@ -9,6 +9,7 @@ a one-line reason, so that the sidecar can fall back (or refuse) saying why.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -17,6 +18,7 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,6 +243,7 @@ class _TestRunOpts(ctypes.Structure):
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _lib_lock = threading.Lock()
+_print_lock = threading.RLock()
 _lib: ctypes.CDLL | None = None
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
@@ -286,6 +289,29 @@ def libbpf() -> ctypes.CDLL:
         return _lib
 
 
+@contextlib.contextmanager
+def libbpf_messages() -> Iterator[list[str]]:
+    """libbpf's messages while inside, kept (the last VERIFIER_LOG_LINES lines) instead of
+    printed: the verifier's log for a reason, and no noise on stderr from expected errors."""
+    lib = libbpf()
+    log: list[str] = []
+
+    def keep(level: int, fmt: bytes | None, args: int | None) -> int:
+        buf = ctypes.create_string_buffer(4096)
+        _libc.vsnprintf(buf, len(buf), fmt, args)
+        log.extend(buf.value.decode(errors="replace").splitlines())
+        del log[:-VERIFIER_LOG_LINES]
+        return 0
+
+    printer = _PRINT_FN(keep)
+    with _print_lock:  # libbpf's print hook is process-wide
+        previous = lib.libbpf_set_print(ctypes.cast(printer, ctypes.c_void_p))
+        try:
+            yield log
+        finally:
+            lib.libbpf_set_print(previous)
+
+
 def _kernel_version() -> tuple[int, int]:
     release = os.uname().release
     try:
@@ -326,31 +352,17 @@ class BpfProgram:
         self._obj: int | None = None
         self._active = 0
         self._lock = threading.Lock()
-        log: list[str] = []
-
-        def keep(level: int, fmt: bytes | None, args: int | None) -> int:
-            buf = ctypes.create_string_buffer(4096)
-            _libc.vsnprintf(buf, len(buf), fmt, args)
-            log.extend(buf.value.decode(errors="replace").splitlines())
-            del log[:-VERIFIER_LOG_LINES]
-            return 0
-
-        printer = _PRINT_FN(keep)
-        with _lib_lock:  # libbpf's print hook is process-wide
-            previous = lib.libbpf_set_print(ctypes.cast(printer, ctypes.c_void_p))
-            try:
-                obj = lib.bpf_object__open_file(str(path).encode(), None)
-                if not obj:
-                    err = ctypes.get_errno()
-                    raise KernelPathUnavailable(
-                        f"cannot open {path}: {os.strerror(err)}", "\n".join(log)
-                    )
-                err = -lib.bpf_object__load(obj)
-                if err:
-                    lib.bpf_object__close(obj)
-                    raise KernelPathUnavailable(_load_reason(err, log), "\n".join(log))
-            finally:
-                lib.libbpf_set_print(previous)
+        with libbpf_messages() as log:
+            obj = lib.bpf_object__open_file(str(path).encode(), None)
+            if not obj:
+                err = ctypes.get_errno()
+                raise KernelPathUnavailable(
+                    f"cannot open {path}: {os.strerror(err)}", "\n".join(log)
+                )
+            err = -lib.bpf_object__load(obj)
+            if err:
+                lib.bpf_object__close(obj)
+                raise KernelPathUnavailable(_load_reason(err, log), "\n".join(log))
         self._obj = obj
         prog = lib.bpf_object__find_program_by_name(obj, PROGRAM_NAME.encode())
         self.prog_fd = lib.bpf_program__fd(prog) if prog else -1
@@ -511,32 +523,34 @@ class KernelDatapath:
             raise KernelPathUnavailable(f"no device {self.tun_name!r} to attach to") from None
         program = BpfProgram(self.object_path)
         try:
-            program.configure(self.config, self.ifindex)
-            lib = program._lib
-            hook = self._hook()
-            rc = lib.bpf_tc_hook_create(ctypes.byref(hook))
-            if rc < 0 and -rc != errno.EEXIST:
-                raise KernelPathUnavailable(_errno_reason(-rc, f"clsact on {self.tun_name}"))
-            self._created_qdisc = rc == 0
-            for handle, priority in _leftover_filters(self.ifindex):
-                if (handle, priority) == (TC_HANDLE, TC_PRIORITY):
-                    continue  # replaced in place below
-                opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), handle=handle, priority=priority)
-                lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
-                self.replaced_leftovers += 1
-            query = self._opts()
-            if lib.bpf_tc_query(ctypes.byref(hook), ctypes.byref(query)) == 0:
-                self.replaced_leftovers += 1
-            opts = self._opts(program.prog_fd, BPF_TC_F_REPLACE)
-            rc = lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
-            if rc < 0:
-                raise KernelPathUnavailable(
-                    _errno_reason(-rc, f"attaching to {self.tun_name} egress")
-                )
+            with libbpf_messages():
+                self._attach(program)
         except BaseException:
             program.close()
             raise
         self.program = program
+
+    def _attach(self, program: BpfProgram) -> None:
+        program.configure(self.config, self.ifindex)
+        lib = program._lib
+        hook = self._hook()
+        rc = lib.bpf_tc_hook_create(ctypes.byref(hook))
+        if rc < 0 and -rc != errno.EEXIST:
+            raise KernelPathUnavailable(_errno_reason(-rc, f"clsact on {self.tun_name}"))
+        self._created_qdisc = rc == 0
+        for handle, priority in _leftover_filters(self.ifindex):
+            if (handle, priority) == (TC_HANDLE, TC_PRIORITY):
+                continue  # replaced in place below
+            opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), handle=handle, priority=priority)
+            lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
+            self.replaced_leftovers += 1
+        query = self._opts()
+        if lib.bpf_tc_query(ctypes.byref(hook), ctypes.byref(query)) == 0:
+            self.replaced_leftovers += 1
+        opts = self._opts(program.prog_fd, BPF_TC_F_REPLACE)
+        rc = lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
+        if rc < 0:
+            raise KernelPathUnavailable(_errno_reason(-rc, f"attaching to {self.tun_name} egress"))
 
     def update_pool6(self, prefix: str) -> None:
         """Switch the PLAT prefix live; ValueError for an invalid one (the old one stays)."""
@@ -561,11 +575,13 @@ class KernelDatapath:
         if program is None:
             return
         try:
-            lib = program._lib
-            hook = self._hook()
-            lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(self._opts()))
-            if self._created_qdisc:
-                lib.bpf_tc_hook_destroy(ctypes.byref(hook))
+            with libbpf_messages():
+                lib = program._lib
+                hook = self._hook()
+                # Errors are expected when the device went first (it takes its filters).
+                lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(self._opts()))
+                if self._created_qdisc:
+                    lib.bpf_tc_hook_destroy(ctypes.byref(hook))
         finally:
             program.close()
 
