@@ -14,9 +14,9 @@ TOOLS  := .tools
 
 # Debian packages: the real network parts the tests and the demo use.
 APT_PACKAGES := iproute2 nftables tayga unbound iperf3 dnsutils traceroute iputils-ping \
-                curl procps tcpdump podman runc debootstrap unzip
+                curl procps tcpdump podman runc debootstrap unzip clang libbpf-dev libbpf1
 
-.PHONY: help deps apt-deps venv lint unit test demo bench clean tools manifests image base-image constraints fuzz
+.PHONY: help deps apt-deps venv bpf lint unit test demo bench clean tools manifests image base-image constraints fuzz
 
 help:
 	@echo "make demo    the CLAT end to end in network namespaces (root)"
@@ -44,7 +44,18 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-deps: apt-deps venv
+# The kernel data path's tc program: package data, built here and in the Dockerfile, never
+# committed (.gitignore). Headers from libbpf-dev and the multiarch kernel headers.
+BPF_SRC    := translator/clat_translator/bpf/clat.bpf.c
+BPF_OBJ    := translator/clat_translator/bpf/clat.bpf.o
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf
+
+$(BPF_OBJ): $(BPF_SRC) | apt-deps
+	clang $(BPF_CFLAGS) -I/usr/include/$$(clang -print-multiarch) -c $< -o $@
+
+bpf: $(BPF_OBJ)
+
+deps: apt-deps venv bpf
 
 ## ---- checks ---------------------------------------------------------------
 
@@ -56,7 +67,7 @@ lint: venv
 demo: deps
 	$(BIN)/python -m testbed.demo
 
-unit: venv
+unit: venv bpf
 	$(BIN)/pytest -m "not root"
 
 test: deps tools image lint
@@ -185,4 +196,5 @@ fuzz: venv
 ## ---- housekeeping ---------------------------------------------------------
 
 clean:
+	rm -f $(BPF_OBJ)
 	rm -rf $(VENV) $(TOOLS) .build .pytest_cache .mypy_cache .ruff_cache .hypothesis
