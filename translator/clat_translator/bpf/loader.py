@@ -142,7 +142,7 @@ class KernelConfig:
             )
         assert v4 is not None and v6 is not None and config.pool6 is not None
         return cls(
-            pool6=config.pool6,
+            pool6=str(config.pool6),
             clat_v4=str(v4.network_address),
             clat_v6=str(v6.network_address),
             local_ipv4=str(config.local_ipv4),
