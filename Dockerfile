@@ -16,7 +16,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY translator /src/translator
 WORKDIR /src/translator/clat_translator/bpf
-RUN clang -O2 -g -Wall -Werror -target bpf -I"/usr/include/$(clang -print-multiarch)" \
+RUN clang -O2 -g -Wall -Werror -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
       -c clat.bpf.c -o clat.bpf.o
 
 FROM ${BASE_IMAGE} AS build

@@ -45,13 +45,13 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # The kernel data path's tc program: package data, built here and in the Dockerfile, never
-# committed (.gitignore). Headers from libbpf-dev and the multiarch kernel headers.
+# committed (.gitignore). Headers from libbpf-dev and the multiarch kernel headers (clang 19 has no -print-multiarch).
 BPF_SRC    := translator/clat_translator/bpf/clat.bpf.c
 BPF_OBJ    := translator/clat_translator/bpf/clat.bpf.o
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf
 
 $(BPF_OBJ): $(BPF_SRC) | apt-deps
-	clang $(BPF_CFLAGS) -I/usr/include/$$(clang -print-multiarch) -c $< -o $@
+	clang $(BPF_CFLAGS) -I/usr/include/$$(uname -m)-linux-gnu -c $< -o $@
 
 bpf: $(BPF_OBJ)
 
