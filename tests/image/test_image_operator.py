@@ -105,4 +105,5 @@ def test_labels_and_size(image: str) -> None:
     )
     size_mb = info["Size"] / 1e6
     print(f"\n{IMAGE}: {size_mb:.0f} MB")
-    assert size_mb < 200, f"the image is {size_mb:.0f} MB"
+    # ~215 MB: the Python client kubernetes_asyncio alone is 47 MB (its generated API and models)
+    assert size_mb < 240, f"the image is {size_mb:.0f} MB"
