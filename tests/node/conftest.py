@@ -22,9 +22,9 @@ import pytest
 from clat_node.agent import AcceptedPod, HandoffServer, PodRegistry, Teardown
 from clat_node.netns import run_in_netns
 from clat_node.verify import KubernetesPodVerifier
+from clat_translator.rtnl import IPRoute
 from pyroute2 import NetNS, netns
 
-from clat_translator.rtnl import IPRoute
 from tests.node.kube import NODE, Emulator
 
 # CLAT_TEST_NS lets two checkouts run their netns tests side by side without sharing names.
@@ -88,8 +88,10 @@ def _lo_ipv4() -> list[str]:
 
 
 def marks(ns: str) -> list[str]:
-    """The IPv4 addresses on lo besides 127.0.0.1 in namespace `ns` (from a thread of its own: callable from
-    a coroutine, where pyroute2's synchronous API cannot run)."""
+    """The IPv4 addresses on lo besides 127.0.0.1 in namespace `ns`.
+
+    Read from a thread of its own: callable from a coroutine, where pyroute2's synchronous API
+    cannot run."""
     fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
     try:
         return run_in_netns(fd, _lo_ipv4)

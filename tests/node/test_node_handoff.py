@@ -5,7 +5,6 @@ the agent with the Kubernetes verifier against kmock, a PodServer that changes t
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 
 import pytest
@@ -18,8 +17,8 @@ from tests.node.conftest import (
     NOBODY,
     NS_PREFIX,
     Agent,
-    Pods,
     PodNs,
+    Pods,
     add_pod,
     handoff,
     marks,
@@ -210,9 +209,7 @@ async def test_a_new_sandbox_of_the_same_pod_replaces_the_old_one(
         netns.remove(second.netns)
 
 
-async def test_pods_gone_from_the_api_are_released(
-    pods: Pods, api: Emulator, agent: Agent
-) -> None:
+async def test_pods_gone_from_the_api_are_released(pods: Pods, api: Emulator, agent: Agent) -> None:
     add_pod(api, pods.a)
     add_pod(api, pods.b)
     for pod in (pods.a, pods.b):
