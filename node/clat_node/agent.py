@@ -7,12 +7,13 @@
   PodRegistry     the served pods by uid: the namespace descriptor stays open while served,
                   release closes it and runs the teardown
 
-Blocking work (reading the socket, netlink inside a namespace, the API server) runs in threads;
-the event loop only sequences it, so one slow pod never holds up another.
+Blocking work (netlink inside a namespace, the API server) runs in the server's threads; the
+hellos are read on the event loop. One slow or silent pod never holds up another.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import os
@@ -20,8 +21,9 @@ import socket
 import stat
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from clat_node import logs, netns
 from clat_node.netns import NamespaceIdentity, NotANetworkNamespace
@@ -39,6 +41,7 @@ from clat_node.verify import HandoffRefused, PodVerifier, VerifiedPod
 MAX_FDS = 4
 
 Teardown = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -142,35 +145,70 @@ def _close_all(fds: Iterable[int]) -> None:
             os.close(fd)
 
 
-def receive_hello(conn: socket.socket, timeout: float) -> tuple[Hello, int]:
-    """Blocking: the hello line and its one descriptor (close-on-exec), or ProtocolError."""
-    conn.settimeout(timeout)
+def _recv_with_fds(conn: socket.socket, size: int) -> tuple[bytes, list[int], int]:
+    """recvmsg(2) with MSG_CMSG_CLOEXEC: the received descriptors are close-on-exec from the
+    start (socket.recv_fds ignores its flags argument, seen in CPython 3.11)."""
+    fd_array = array.array("i")
+    data, ancillary, flags, _ = conn.recvmsg(
+        size, socket.CMSG_SPACE(MAX_FDS * fd_array.itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fd_array.frombytes(payload[: len(payload) - len(payload) % fd_array.itemsize])
+    return data, list(fd_array), flags
+
+
+async def _readable(conn: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(conn.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
+
+
+async def receive_hello(conn: socket.socket, timeout: float) -> tuple[Hello, int]:
+    """The hello line and its one descriptor (close-on-exec), or ProtocolError.
+
+    Read on the event loop, not in a thread: a peer that connects and says nothing costs a
+    socket until the timeout, and holds up no one.
+    """
+    conn.setblocking(False)
     data = b""
     fds: list[int] = []
     try:
-        while not data.endswith(b"\n"):
-            try:
-                chunk, got, flags, _ = socket.recv_fds(
-                    conn, MAX_MESSAGE + 1 - len(data), MAX_FDS, socket.MSG_CMSG_CLOEXEC
-                )
-            except TimeoutError:
-                raise ProtocolError(f"no complete hello within {timeout:g} s") from None
-            except OSError as exc:
-                raise ProtocolError(f"reading the hello failed: {exc.strerror}") from None
-            fds.extend(got)
-            if flags & socket.MSG_CTRUNC:
-                raise ProtocolError("the hello carries too many descriptors: send exactly one")
-            if not chunk:
-                raise ProtocolError("the connection closed before a complete hello")
-            data += chunk
-            if len(data) > MAX_MESSAGE:
-                raise ProtocolError(f"the hello is longer than {MAX_MESSAGE} bytes")
+        async with asyncio.timeout(timeout):
+            while not data.endswith(b"\n"):
+                try:
+                    chunk, got, flags = _recv_with_fds(conn, MAX_MESSAGE + 1 - len(data))
+                except BlockingIOError:
+                    await _readable(conn)
+                    continue
+                except OSError as exc:
+                    raise ProtocolError(f"reading the hello failed: {exc.strerror}") from None
+                fds.extend(got)
+                if flags & socket.MSG_CTRUNC:
+                    raise ProtocolError("the hello carries too many descriptors: send exactly one")
+                if not chunk:
+                    raise ProtocolError("the connection closed before a complete hello")
+                data += chunk
+                if len(data) > MAX_MESSAGE:
+                    raise ProtocolError(f"the hello is longer than {MAX_MESSAGE} bytes")
         if len(fds) != 1:
             raise ProtocolError(
                 f"the hello carries {len(fds)} descriptors: send exactly one, the network "
                 "namespace (SCM_RIGHTS)"
             )
         hello = decode_hello(data)
+    except TimeoutError:
+        _close_all(fds)
+        raise ProtocolError(f"no complete hello within {timeout:g} s") from None
     except BaseException:
         _close_all(fds)
         raise
@@ -188,6 +226,7 @@ class HandoffServer:
         registry: PodRegistry,
         hello_timeout: float = 5.0,
         socket_mode: int = 0o666,
+        max_blocking: int = 16,
     ) -> None:
         self.socket_path = socket_path
         self.verifier = verifier
@@ -203,6 +242,12 @@ class HandoffServer:
         self._connections: set[socket.socket] = set()
         self._pod_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._own_namespaces = netns.own_namespace_keys()
+        # Its own threads for the blocking steps (netlink in a namespace, the API server, which
+        # may wait for the kubelet's podIPs): a burst of pods does not starve the default pool.
+        self._threads = ThreadPoolExecutor(max_workers=max_blocking, thread_name_prefix="handoff")
+
+    async def _blocking(self, work: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
 
     async def start(self) -> None:
         self._remove_stale_socket()
@@ -236,7 +281,7 @@ class HandoffServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._accepting
             self._accepting = None
-        for conn in list(self._connections):  # wakes a thread blocked reading a hello
+        for conn in list(self._connections):  # ends hand-offs still reading their hello
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         if self._handlers:
@@ -246,6 +291,7 @@ class HandoffServer:
             self._listener = None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
+        self._threads.shutdown(wait=True)
 
     async def _accept_loop(self) -> None:
         assert self._listener is not None
@@ -264,7 +310,7 @@ class HandoffServer:
             log.info("hand-off connection from %s", peer)
             answer = await self._answer(conn, peer)
             try:
-                await asyncio.to_thread(self._send_answer, conn, answer)
+                await self._blocking(self._send_answer, conn, answer)
             except OSError as exc:
                 # A served pod stays served: its init container, restarted, hands over the same
                 # namespace again and gets its answer at once.
@@ -282,7 +328,7 @@ class HandoffServer:
     async def _answer(self, conn: socket.socket, peer: PeerCredentials) -> Answer:
         log = logs.get()
         try:
-            hello, netns_fd = await asyncio.to_thread(receive_hello, conn, self.hello_timeout)
+            hello, netns_fd = await receive_hello(conn, self.hello_timeout)
         except ProtocolError as exc:
             log.warning("refused hand-off from %s: %s", peer, exc)
             return Answer(ok=False, error=str(exc))
@@ -309,10 +355,10 @@ class HandoffServer:
                     log.info("pod %s is served already (netns inode %d)", hello.pod, key[1])
                     return Answer(ok=True)
                 try:
-                    identity = await asyncio.to_thread(netns.identify, netns_fd)
+                    identity = await self._blocking(netns.identify, netns_fd)
                 except OSError as exc:
                     raise HandoffRefused(f"cannot look into the namespace: {exc}") from None
-                pod = await asyncio.to_thread(self.verifier.verify, hello, identity)
+                pod = await self._blocking(self.verifier.verify, hello, identity)
                 if served is not None:
                     # Same pod, new namespace: its sandbox was re-created; the old one is dead.
                     await self.registry.release(hello.uid, "the pod handed over a new namespace")

@@ -5,6 +5,7 @@ the agent with the Kubernetes verifier against kmock, a PodServer that changes t
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import re
 
 import pytest
@@ -67,6 +68,8 @@ async def test_two_pods_hand_over_their_namespaces_and_get_served(
         assert accepted.identity.inode == pod.inode
         assert accepted.identity.ipv6 == (pod.ipv6,)
         assert accepted.pod.ipv6 == pod.ipv6
+        # Close-on-exec: whatever the agent starts later does not inherit the pods' namespaces.
+        assert fcntl.fcntl(accepted.netns_fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
         assert (accepted.pod.namespace, accepted.pod.name) == (pod.namespace, pod.name)
         # SO_PEERCRED: the hand-off ran as nobody, and had no capability of any kind.
         assert (accepted.peer.uid, accepted.peer.gid) == (NOBODY, NOBODY)
