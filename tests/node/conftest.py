@@ -151,18 +151,20 @@ class MarkingServer:
     """A PodServer doing one checkable thing through the descriptor: MARK on the pod's lo.
 
     It also records, while the hand-off still waits for its answer, what the peer process was:
-    /proc/PID/status of the pid SO_PEERCRED names.
+    /proc/PID/status and /proc/PID/mountinfo of the pid SO_PEERCRED names.
     """
 
     def __init__(self) -> None:
         self.served: list[AcceptedPod] = []
         self.torn_down: list[str] = []
         self.peer_status: dict[str, str] = {}
+        self.peer_mounts: dict[str, str] = {}
         self.fail_with: str | None = None
         self.hold: asyncio.Event | None = None  # set: answer; unset: keep the pod waiting
 
     async def serve(self, pod: AcceptedPod) -> Teardown:
         self.peer_status[pod.uid] = Path(f"/proc/{pod.peer.pid}/status").read_text()
+        self.peer_mounts[pod.uid] = Path(f"/proc/{pod.peer.pid}/mountinfo").read_text()
         if self.hold is not None:
             await self.hold.wait()
         if self.fail_with:
@@ -243,7 +245,12 @@ async def handoff(
         "CLAT_POD_NAME": claim.name,
         "CLAT_POD_UID": claim.uid,
     }
-    argv = ["ip", "netns", "exec", netns_name, *UNPRIVILEGED, CLAT_NODE, "handoff"]
+    # The init container mounts the socket directory read-only: connect(2) needs no write
+    # access to the filesystem. A private mount namespace makes that mount for this process only.
+    socket_dir = os.path.dirname(socket_path)
+    read_only = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+    argv = ["ip", "netns", "exec", netns_name, "unshare", "--mount", "--", "sh", "-c", read_only]
+    argv += ["sh", socket_dir, *UNPRIVILEGED, CLAT_NODE, "handoff"]
     argv += ["--socket", socket_path, "--timeout", str(timeout)]
     proc = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import re
 
 import pytest
@@ -78,6 +79,14 @@ async def test_two_pods_hand_over_their_namespaces_and_get_served(
             assert int(status_field(status, caps), 16) == 0, caps
         assert status_field(status, "NoNewPrivs") == "1"
         assert status_field(status, "Uid").split() == [str(NOBODY)] * 4
+        # ... and saw the socket's directory through a read-only mount.
+        socket_dir = os.path.dirname(agent.socket_path)
+        mount = next(
+            line.split()
+            for line in agent.pod_server.peer_mounts[pod.uid].splitlines()
+            if line.split()[4] == socket_dir
+        )
+        assert "ro" in mount[5].split(",")
     assert agent.registry.uids() == {pods.a.uid, pods.b.uid}
     assert f"net:[{pods.a.inode}]" in netns_fds()
 
