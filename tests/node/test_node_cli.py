@@ -136,3 +136,29 @@ def test_wire_format_round_trips_and_refuses_garbage() -> None:
     for namespace, name, uid in (("a" * 64, "b", UID), ("a", "B", UID), ("a", "b", UID + "0")):
         with pytest.raises(ProtocolError):
             Hello(namespace=namespace, name=name, uid=uid)
+
+
+def test_docs_name_every_handoff_flag_its_variable_and_default() -> None:
+    import argparse
+
+    from clat_node.cli import build_parser
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "node-mode.md").read_text()
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    handoff = commands.choices["handoff"]
+    flags = [a for a in handoff._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) == 5
+    for action in flags:
+        flag = action.option_strings[0]
+        env = "CLAT_" + flag.lstrip("-").upper().replace("-", "_")
+        default = (
+            "required"
+            if action.default is None
+            else f"{action.default:g}"
+            if isinstance(action.default, float)
+            else str(action.default)
+        )
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{flag} ")), None)
+        assert row, f"docs/node-mode.md has no row for {flag}"
+        assert f"`{env}`" in row and f"| {default} |" in row.replace("`", ""), row
