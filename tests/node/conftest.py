@@ -210,6 +210,7 @@ def socket_dir() -> Iterator[str]:
 @pytest.fixture
 async def agent(api: Emulator, socket_dir: str) -> AsyncIterator[Agent]:
     held_before = netns_fds()
+    open_before = len(os.listdir("/proc/self/fd"))
     registry = PodRegistry()
     pod_server = MarkingServer()
     verifier = KubernetesPodVerifier(api.core_v1(), NODE, wait_for_ips=2.0, poll_interval=0.1)
@@ -224,6 +225,14 @@ async def agent(api: Emulator, socket_dir: str) -> AsyncIterator[Agent]:
         verifier.api.api_client.close()
     assert not os.path.exists(socket_path)
     assert netns_fds() == held_before, "the agent kept a namespace descriptor open"
+    # All descriptors back to the count before, once the emulator has seen the client's HTTP
+    # connections close (its side of them lives in this process too).
+    for _ in range(40):
+        if len(os.listdir("/proc/self/fd")) <= open_before:
+            break
+        await asyncio.sleep(0.05)
+    leaked = len(os.listdir("/proc/self/fd")) - open_before
+    assert leaked <= 0, f"{leaked} descriptors more than before the agent"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import re
 
@@ -43,8 +44,9 @@ def log_messages(stderr: str) -> list[str]:
 
 
 async def test_two_pods_hand_over_their_namespaces_and_get_served(
-    pods: Pods, api: Emulator, agent: Agent
+    pods: Pods, api: Emulator, agent: Agent, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="clat-node")
     add_pod(api, pods.a)
     add_pod(api, pods.b)
     got_a, got_b = await asyncio.gather(
@@ -88,6 +90,14 @@ async def test_two_pods_hand_over_their_namespaces_and_get_served(
         )
         assert "ro" in mount[5].split(",")
     assert agent.registry.uids() == {pods.a.uid, pods.b.uid}
+    # The agent's log: the peer's credentials, then what it serves.
+    logged = [r.getMessage() for r in caplog.records]
+    peer = served[pods.a.uid].peer
+    assert f"hand-off connection from pid={peer.pid} uid={NOBODY} gid={NOBODY}" in logged
+    assert (
+        f"serving pod shop/web-a (netns inode {pods.a.inode}, {pods.a.ipv6}, from pid={peer.pid} "
+        f"uid={NOBODY} gid={NOBODY})"
+    ) in logged
     assert f"net:[{pods.a.inode}]" in netns_fds()
 
     # Release one: its change is undone, its descriptor closed; the other pod is untouched.
