@@ -337,6 +337,9 @@ class HandoffServer:
         except HandoffRefused as exc:
             log.warning("refused hand-off of pod %s from %s: %s", hello.pod, peer, exc)
             return Answer(ok=False, error=str(exc))
+        except Exception as exc:  # a bug in a verifier or server: the pod still gets an answer
+            log.error("hand-off of pod %s from %s failed: %r", hello.pod, peer, exc)
+            return Answer(ok=False, error=f"the agent failed: {exc}")
 
     async def _serve(self, hello: Hello, netns_fd: int, peer: PeerCredentials) -> Answer:
         """Owns `netns_fd`: keeps it in the registry when served, closes it otherwise."""
