@@ -6,6 +6,19 @@
 # the default base is Debian's official image.
 ARG BASE_IMAGE=debian:trixie-slim
 
+FROM ${BASE_IMAGE} AS bpf
+# The kernel data path's tc program (clat.bpf.c -> clat.bpf.o, package data); the compiler and
+# headers stay in this stage. Not pinned: see the build stage.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      clang libbpf-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY translator /src/translator
+WORKDIR /src/translator/clat_translator/bpf
+RUN clang -O2 -g -Wall -Werror -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+      -c clat.bpf.c -o clat.bpf.o
+
 FROM ${BASE_IMAGE} AS build
 # Debian packages follow the base image's suite (trixie's security updates), not pins: a pinned
 # version leaves the mirror at the next point release and the build breaks.
@@ -21,6 +34,7 @@ RUN python3 -m venv /opt/clat \
  && /opt/clat/bin/pip install -q -r /src/constraints.txt
 COPY pyproject.toml README.md /src/
 COPY translator /src/translator
+COPY --from=bpf /src/translator/clat_translator/bpf/clat.bpf.o /src/translator/clat_translator/bpf/
 COPY operator /src/operator
 RUN /opt/clat/bin/pip install -q --no-deps --no-build-isolation /src \
  && /opt/clat/bin/pip check \
@@ -28,11 +42,12 @@ RUN /opt/clat/bin/pip install -q --no-deps --no-build-isolation /src \
 
 FROM ${BASE_IMAGE}
 # python3: the venv's interpreter. nftables: the sidecar's NAT66 masquerade (it runs the
-# `nft` command); netlink is pyroute2, so no iproute2. Not pinned: see the build stage.
+# `nft` command); netlink is pyroute2, so no iproute2. libbpf1: loads the kernel data path
+# (ctypes). Not pinned: see the build stage.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 nftables \
+      python3 nftables libbpf1 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log \
  && groupadd --system --gid 65532 -K SYS_GID_MAX=65532 clat \

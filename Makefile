@@ -14,14 +14,15 @@ TOOLS  := .tools
 
 # Debian packages: the real network parts the tests and the demo use.
 APT_PACKAGES := iproute2 nftables tayga unbound iperf3 dnsutils traceroute iputils-ping \
-                curl procps tcpdump podman runc debootstrap unzip
+                curl procps tcpdump podman runc debootstrap unzip clang libbpf-dev libbpf1
 
-.PHONY: help deps apt-deps venv lint unit test demo bench clean tools manifests image base-image constraints
+.PHONY: help deps apt-deps venv bpf lint unit test demo bench clean tools manifests image base-image constraints fuzz
 
 help:
 	@echo "make demo    the CLAT end to end in network namespaces (root)"
 	@echo "make test    lint, type checks and all tests (root for the netns tests)"
 	@echo "make bench   benchmarks (tables)"
+	@echo "make fuzz    coverage-guided fuzzing of the packet core, FUZZ_SECONDS (600) per target"
 
 ## ---- installation ---------------------------------------------------------
 
@@ -43,7 +44,18 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-deps: apt-deps venv
+# The kernel data path's tc program: package data, built here and in the Dockerfile, never
+# committed (.gitignore). Headers from libbpf-dev and the multiarch kernel headers (clang 19 has no -print-multiarch).
+BPF_SRC    := translator/clat_translator/bpf/clat.bpf.c
+BPF_OBJ    := translator/clat_translator/bpf/clat.bpf.o
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf
+
+$(BPF_OBJ): $(BPF_SRC) | apt-deps
+	clang $(BPF_CFLAGS) -I/usr/include/$$(uname -m)-linux-gnu -c $< -o $@
+
+bpf: $(BPF_OBJ)
+
+deps: apt-deps venv bpf
 
 ## ---- checks ---------------------------------------------------------------
 
@@ -55,7 +67,7 @@ lint: venv
 demo: deps
 	$(BIN)/python -m testbed.demo
 
-unit: venv
+unit: venv bpf
 	$(BIN)/pytest -m "not root"
 
 test: deps tools image lint
@@ -168,7 +180,21 @@ bench: deps
 	$(BIN)/python bench/xlat.py
 	$(BIN)/python bench/throughput.py
 
+## ---- fuzzing (make test runs each target ~25 s; this runs them FUZZ_SECONDS each) -------
+
+FUZZ_SECONDS ?= 600
+FUZZ_OUT ?= .build/fuzz
+
+fuzz: venv
+	@for t in translate offload; do \
+	  mkdir -p $(FUZZ_OUT)/$$t && \
+	  $(BIN)/python tests/fuzz/fuzz_xlat.py $$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -rss_limit_mb=1024 -artifact_prefix=$(FUZZ_OUT)/$$t/ $(FUZZ_OUT)/$$t tests/fuzz/corpus/$$t \
+	    || exit 1; \
+	done
+
 ## ---- housekeeping ---------------------------------------------------------
 
 clean:
+	rm -f $(BPF_OBJ)
 	rm -rf $(VENV) $(TOOLS) .build .pytest_cache .mypy_cache .ruff_cache .hypothesis

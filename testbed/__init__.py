@@ -1,7 +1,7 @@
 """A netns testbed of real parts: IPv6-only pod, router, PLAT (tayga + unbound), IPv4 servers.
 
 Shared by the sidecar's integration tests, `make demo`, the image test and the throughput bench
-(CONTRACTS.md §4). Needs root.
+(docs/sidecar.md "Tests", docs/performance.md). Needs root.
 """
 
 from testbed.topology import Addresses, Testbed

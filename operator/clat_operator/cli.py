@@ -3,7 +3,8 @@
     clat-operator run [--webhook-host 127.0.0.1] [--SETTING VALUE]...
     clat-operator check [--SETTING VALUE]...
 
-Every setting is also read from CLAT_OPERATOR_* (CONTRACTS §3); a flag wins over its variable.
+Every setting is also read from CLAT_OPERATOR_* (contract.SETTINGS, docs/operator.md "Settings");
+a flag wins over its variable.
 Exit codes: 0 done (or stopped by SIGTERM/SIGINT), 1 the operator failed, 2 bad settings.
 """
 

@@ -1,4 +1,4 @@
-"""The operator's settings: CONTRACTS §3, read from CLAT_OPERATOR_* env or the same-named flags.
+"""The operator's settings (contract.SETTINGS), read from CLAT_OPERATOR_* env or the same flags.
 
 Everything is validated here, once, at start: a bad setting stops the operator with one clear
 line naming the setting, never later with a traceback in the middle of an admission request.

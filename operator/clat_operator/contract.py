@@ -53,6 +53,7 @@ ANNOTATION_ENABLED = "clat.io/enabled"
 ANNOTATION_PLAT_PREFIX = "clat.io/plat-prefix"
 ANNOTATION_MTU = "clat.io/mtu"
 ANNOTATION_V6_ADDRESS = "clat.io/v6-address"
+ANNOTATION_DATAPATH = "clat.io/datapath"  # the sidecar's --datapath (CLAT_DATAPATH)
 LABEL_ENABLED = "clat.io/enabled"  # on pods and on namespaces
 # Written by the operator on injected pods (JSON: mode, prefix and where it came from).
 ANNOTATION_INJECTED = "clat.io/injected"
@@ -61,6 +62,7 @@ USER_ANNOTATIONS = (
     ANNOTATION_PLAT_PREFIX,
     ANNOTATION_MTU,
     ANNOTATION_V6_ADDRESS,
+    ANNOTATION_DATAPATH,
 )
 
 # The sidecar's HTTP port (clat-translator's default --listen [::]:9180; /healthz, /readyz,
@@ -114,7 +116,7 @@ DEV_MODE_API_CALLS: tuple[ApiCall, ...] = (
 NON_RESOURCE_URLS: tuple[str, ...] = ("/version", "/api", "/api/*", "/apis", "/apis/*")
 
 
-# ---- settings (CONTRACTS §3): env name, flag, default -----------------------------------
+# ---- settings (docs/operator.md "Settings"): env name, flag, default ---------------------
 class Setting(NamedTuple):
     env: str
     flag: str
@@ -174,7 +176,8 @@ SETTINGS: tuple[Setting, ...] = (
         "CLAT_OPERATOR_SECURITY_MODE",
         "--security-mode",
         "privileged",
-        "privileged, or capabilities (NET_ADMIN+NET_RAW only; the node must provide /dev/net/tun)",
+        "privileged, or capabilities (NET_ADMIN+NET_RAW+BPF only; the node must provide "
+        "/dev/net/tun)",
     ),
     Setting(
         "CLAT_OPERATOR_NATIVE_SIDECAR",

@@ -19,7 +19,7 @@ import random
 import re
 import tempfile
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -48,6 +48,7 @@ class State:
     settings: kopf.OperatorSettings
     api: kube.Kube
     namespaces: kube.NamespaceLabels
+    events: kube.EventPoster
     reporter: reporting.Reporter
     server: ClatWebhookServer
     health: HealthServer | None = None
@@ -84,12 +85,6 @@ class State:
         except TimeoutError:
             return None
         return self.runtime
-
-
-def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(
-        kopf.Body(cast(kopf.RawBody, dict(body))), type=type_, reason=reason, message=message
-    )
 
 
 # ---- login and settings ------------------------------------------------------------------
@@ -130,7 +125,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.request_timeout = 30
     _configure_peering(settings, config)
 
-    api = kube.Kube(settings)
+    try:
+        api = await kube.Kube.connect()
+    except kube.ConnectionSetupError as e:
+        raise kopf.PermanentError(str(e)) from None
     certs_dir: tempfile.TemporaryDirectory[str] | None = None
     if config.dev_mode:
         certs_dir = tempfile.TemporaryDirectory(prefix="clat-operator-")
@@ -169,12 +167,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.admission.server = server
 
     namespaces = kube.NamespaceLabels(api)
+    events = kube.EventPoster(api, settings.posting)
     state = State(
         config=config,
         settings=settings,
         api=api,
         namespaces=namespaces,
-        reporter=reporting.Reporter(config, api, namespaces, post_event),
+        events=events,
+        reporter=reporting.Reporter(config, api, namespaces, events),
         server=server,
         certs_dir=certs_dir,
     )
@@ -285,6 +285,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
                 pass
             except kube.FAILURES as e:
                 logger.warning(f"could not remove {kind} {name}: {e}")
+    await state.events.flush()
+    await state.api.close()
     if state.certs_dir is not None:
         state.certs_dir.cleanup()
 

@@ -53,6 +53,7 @@ class SidecarSettings:
     prefix_source: PrefixSource
     mtu: int | None
     v6_address: str | None
+    datapath: str | None = None  # None: the sidecar's default (auto)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,9 +213,19 @@ def sidecar_settings(pod: Pod, config: Config, runtime: Runtime) -> SidecarSetti
         except ValueError as e:
             problems.append(_bad(contract.ANNOTATION_V6_ADDRESS, raw, e))
 
+    datapath = None
+    if contract.ANNOTATION_DATAPATH in notes:
+        raw = notes[contract.ANNOTATION_DATAPATH]
+        try:
+            datapath = validation.datapath(raw)
+        except ValueError as e:
+            problems.append(_bad(contract.ANNOTATION_DATAPATH, raw, e))
+
     if problems:
         raise InvalidAnnotations(problems)
-    return SidecarSettings(plat_prefix=prefix, prefix_source=source, mtu=mtu, v6_address=v6)
+    return SidecarSettings(
+        plat_prefix=prefix, prefix_source=source, mtu=mtu, v6_address=v6, datapath=datapath
+    )
 
 
 # ---- building the sidecar ------------------------------------------------------------------
@@ -233,6 +244,8 @@ def sidecar_container(
         env.append({"name": "CLAT_MTU", "value": str(settings.mtu)})
     if settings.v6_address:
         env.append({"name": "CLAT_CLAT_V6", "value": settings.v6_address})
+    if settings.datapath is not None:
+        env.append({"name": "CLAT_DATAPATH", "value": settings.datapath})
     if port != contract.SIDECAR_HTTP_PORT:
         env.append({"name": "CLAT_LISTEN", "value": f"[::]:{port}"})
 
@@ -246,7 +259,7 @@ def sidecar_container(
         "command": ["clat-translator", "run"],
         "ports": [{"name": contract.SIDECAR_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
         "resources": json.loads(json.dumps(config.sidecar_resources)),
-        "securityContext": security_context(config.security_mode),
+        "securityContext": security_context(config.security_mode, settings.datapath),
         # /readyz is 200 once IPv4 is translated (or the sidecar stood down on a dual-stack pod).
         "readinessProbe": http("/readyz") | {"periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": http("/healthz")
@@ -262,16 +275,21 @@ def sidecar_container(
     return container
 
 
-def security_context(mode: SecurityMode) -> dict[str, Any]:
+def security_context(mode: SecurityMode, datapath: str | None = None) -> dict[str, Any]:
     # Root inside the container even when the image (or the pod) defaults to non-root: creating
     # the TUN, addresses, routes and the nftables table needs uid 0 with NET_ADMIN.
     base: dict[str, Any] = {"runAsUser": 0, "runAsNonRoot": False}
     if mode is SecurityMode.PRIVILEGED:
         return base | {"privileged": True}
+    capabilities = ["NET_ADMIN", "NET_RAW"]
+    if datapath != "userspace":
+        # The kernel data path: loading a tc program takes CAP_BPF, attaching it CAP_NET_ADMIN
+        # (Linux >= 5.8; CAP_PERFMON is not needed for tc programs).
+        capabilities.append("BPF")
     return base | {
         "privileged": False,
         "allowPrivilegeEscalation": False,
-        "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        "capabilities": {"add": capabilities, "drop": ["ALL"]},
     }
 
 

@@ -36,12 +36,12 @@ _RESTARTABLE = {
     "DaemonSet": ("apps/v1", "daemonsets"),
 }
 
-# post(object body, event type, reason, message): kopf.event in the operator, a list in tests.
+# post(object body, event type, reason, message): kube.EventPoster in the operator.
 Post = Callable[[Mapping[str, Any], str, str, str], None]
 
 
 def pod_ref(pod: Pod) -> dict[str, Any]:
-    """A body kopf.event can reference (list items may lack apiVersion/kind)."""
+    """A body an Event can reference (list items may lack apiVersion/kind)."""
     m = injection.meta(pod)
     metadata = {"name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid")}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata}
@@ -320,7 +320,6 @@ class Reporter:
             return  # not on a node yet: the scheduler reports that itself
         elapsed = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
         delay = max(0.0, self.config.not_ready_warning_seconds - elapsed)
-        # The task inherits this handler's context, which kopf.event needs for posting.
         self.pending[uid] = asyncio.create_task(self._warn_if_still_not_ready(pod, delay))
 
     async def _warn_if_still_not_ready(self, pod: Pod, delay: float) -> None:

@@ -349,6 +349,7 @@ def test_schema_allows_what_the_operator_accepts() -> None:
     (a crash-looping operator), nothing the operator offers is refused by the chart."""
     from clat_operator import validation
     from clat_operator.config import ConfigError, NativeSidecar, SecurityMode
+    from clat_translator.xlat import rfc6052
 
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
     clat = schema["clat"]["properties"]
@@ -362,7 +363,7 @@ def test_schema_allows_what_the_operator_accepts() -> None:
     prefix = re.compile(clat["platPrefix"]["pattern"])
     for length in range(0, 129):
         example = f"2001:db8::/{length}"
-        assert bool(prefix.match(example)) == (length in validation.RFC6052_LENGTHS), example
+        assert bool(prefix.match(example)) == (length in rfc6052.PREFIX_LENGTHS), example
 
     base = env_of(render())
     base["CLAT_OPERATOR_NAMESPACE"] = NAMESPACE

@@ -70,7 +70,7 @@ def test_metrics_add_up_the_workers(testbed: Testbed) -> None:
         clat.wait_ready()
         assert len(workers(clat)) == 2
         assert re.search(
-            r'^clat_datapath_info\{offloads="[^"]*tso4[^"]*",workers="2"\} 1',
+            r'^clat_datapath_info\{datapath="userspace",offloads="[^"]*tso4[^"]*",workers="2"\} 1',
             clat.http("/metrics")[1],
             re.MULTILINE,
         )

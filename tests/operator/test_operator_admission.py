@@ -149,6 +149,7 @@ async def test_per_pod_annotations_reach_the_sidecar_environment(operator: Opera
         ("clat.io/v6-address", "fe80::1", "global or unique-local unicast"),
         ("clat.io/v6-address", "2001:db8:64::5", f"inside the PLAT prefix {CLUSTER_PREFIX}"),
         ("clat.io/enabled", "yes", 'allowed: "true" or "false"'),
+        ("clat.io/datapath", "ebpf", "allowed: auto, kernel, userspace"),
     ],
 )
 async def test_invalid_annotation_is_refused_naming_it(

@@ -80,13 +80,33 @@ async def test_capabilities_mode_is_not_privileged(operator: Operator) -> None:
         "allowPrivilegeEscalation": False,
         "runAsUser": 0,
         "runAsNonRoot": False,
-        "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        # BPF: the kernel data path (--datapath auto, the default) loads a tc program.
+        "capabilities": {"add": ["NET_ADMIN", "NET_RAW", "BPF"], "drop": ["ALL"]},
     }
     # /proc/sys is read-only without privileges: the kubelet turns on IPv6 forwarding instead.
     validate_pod(review.pod)
     assert review.pod["spec"]["securityContext"]["sysctls"] == [
         {"name": "net.ipv6.conf.all.forwarding", "value": "1"}
     ]
+
+
+@pytest.mark.parametrize(
+    ("datapath", "capabilities"),
+    [
+        ("kernel", ["NET_ADMIN", "NET_RAW", "BPF"]),
+        ("auto", ["NET_ADMIN", "NET_RAW", "BPF"]),
+        ("userspace", ["NET_ADMIN", "NET_RAW"]),  # no BPF program, no CAP_BPF
+    ],
+)
+async def test_datapath_annotation_reaches_the_sidecar_with_what_it_needs(
+    operator: Operator, datapath: str, capabilities: list[str]
+) -> None:
+    pod = deployment_pod({"clat.io/enabled": "true", "clat.io/datapath": datapath})
+    review = await admit(operator, pod)
+
+    assert review.env()["CLAT_DATAPATH"] == datapath
+    assert review.container()["securityContext"]["capabilities"]["add"] == capabilities
+    validate_pod(review.pod)
 
 
 async def test_capabilities_mode_keeps_the_pods_own_sysctls(operator: Operator) -> None:

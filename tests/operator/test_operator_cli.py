@@ -47,7 +47,7 @@ def test_check_renders_the_sidecar_an_opted_in_pod_gets() -> None:
     sidecar = json.loads(result.stdout[result.stdout.index("{") :])
     assert sidecar["name"] == "clat" and sidecar["command"] == ["clat-translator", "run"]
     assert sidecar["env"] == [{"name": "CLAT_PLAT_PREFIX", "value": "64:ff9b::/96"}]
-    assert sidecar["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
+    assert sidecar["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW", "BPF"]
 
 
 def test_check_in_dev_mode_makes_a_certificate() -> None:

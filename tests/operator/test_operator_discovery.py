@@ -1,9 +1,13 @@
-"""RFC 7050 prefix discovery by the operator, against a real DNS exchange on 127.0.0.1."""
+"""RFC 7050 prefix discovery by the operator, against a real DNS exchange on 127.0.0.1.
+
+(The address rules it applies are clat_translator.xlat.rfc6052's: tests/xlat/test_xlat_rfc6052.py.)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import dns.message
@@ -14,24 +18,6 @@ import dns.rrset
 import pytest
 from clat_operator import discovery
 
-# RFC 6052 §2.4: 192.0.2.33 under each prefix length.
-RFC6052_EXAMPLES = [
-    ("2001:db8::/32", "2001:db8:c000:221::"),
-    ("2001:db8:100::/40", "2001:db8:1c0:2:21::"),
-    ("2001:db8:122::/48", "2001:db8:122:c000:2:2100::"),
-    ("2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"),
-    ("2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100:0"),
-    ("2001:db8:122:344::/96", "2001:db8:122:344::192.0.2.33"),
-]
-
-
-@pytest.mark.parametrize(("prefix", "address"), RFC6052_EXAMPLES)
-def test_embedded_ipv4_follows_rfc6052_examples(prefix: str, address: str) -> None:
-    length = ipaddress.IPv6Network(prefix).prefixlen
-    assert discovery.embedded_ipv4(ipaddress.IPv6Address(address), length) == ipaddress.IPv4Address(
-        "192.0.2.33"
-    )
-
 
 def embed(prefix: str, ipv4: str) -> str:
     """RFC 6052 §2.2 by hand: the IPv4 octets after the prefix, skipping octet 8 (bits 64-71)."""
@@ -41,19 +27,6 @@ def embed(prefix: str, ipv4: str) -> str:
     for position, octet in zip(positions, ipaddress.IPv4Address(ipv4).packed, strict=True):
         raw[position] = octet
     return str(ipaddress.IPv6Address(bytes(raw)))
-
-
-@pytest.mark.parametrize("prefix", [p for p, _ in RFC6052_EXAMPLES] + ["64:ff9b::/96"])
-def test_prefix_found_from_well_known_address(prefix: str) -> None:
-    for well_known in ("192.0.0.170", "192.0.0.171"):
-        found = discovery.prefix_from_address(ipaddress.IPv6Address(embed(prefix, well_known)))
-        assert found == ipaddress.IPv6Network(prefix)
-
-
-def test_answers_without_well_known_addresses_give_nothing() -> None:
-    assert (
-        discovery.prefixes_from_answers(["2001:db8::1", embed("64:ff9b::/96", "192.0.2.1")]) == []
-    )
 
 
 Answer = Callable[[dns.message.Message], dns.message.Message]
@@ -115,6 +88,16 @@ async def test_discovery_through_a_dns64(dns64) -> None:
 
     assert found == "2001:db8:64::/96"
     assert server.queries == ["ipv4only.arpa. AAAA"]
+
+
+async def test_an_answer_an_annotation_could_not_give_is_refused_saying_why(
+    dns64, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, port = await dns64(dns64_answer("64:ff9b:0:0:100::/96"))  # u-octet set
+    with caplog.at_level(logging.INFO, logger="clat_operator.discovery"):
+        found = await discovery.discover_plat_prefix(["127.0.0.1"], port=port, timeout=2)
+    assert found == ""
+    assert "prefix 64:ff9b:0:0:100::/96: RFC 6052 §2.2: bits 64-71" in caplog.text
 
 
 async def test_no_dns64_means_no_prefix(dns64) -> None:

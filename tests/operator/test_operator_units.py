@@ -10,11 +10,12 @@ import pytest
 from clat_operator import config, contract, handlers, injection, reporting, validation
 from clat_operator.config import Config, ConfigError
 from clat_operator_pods import ENABLED, bare_pod, deployment_pod
+from clat_translator.xlat import rfc6052
 
 # ---- annotation values ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("length", validation.RFC6052_LENGTHS)
+@pytest.mark.parametrize("length", rfc6052.PREFIX_LENGTHS)
 def test_every_rfc6052_prefix_length_is_accepted(length: int) -> None:
     network = ipaddress.IPv6Network(f"2001:db8::/{length}")
     assert validation.plat_prefix(str(network)) == network

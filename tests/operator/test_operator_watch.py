@@ -93,6 +93,32 @@ async def test_injected_pod_gets_an_event_saying_how(
         assert_within_contract(emulator, operator)
 
 
+async def test_events_go_through_the_kubernetes_client_with_the_login_credentials(
+    emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
+    with Operator(emulator, tmp_path, PLAT_PREFIX=PREFIX) as operator:
+        url = f"https://localhost:{operator.webhook_port}{contract.WEBHOOK_PATH}"
+        review = await post_review(url, deployment_pod(), "shop", operator.ssl_context())
+        pod = create_pod(emulator, review.pod, "shop")
+        event = one_event(emulator, pod["metadata"]["name"], "ClatInjected")
+        # What kopf.event posted before: the same fields, the same names.
+        assert event["metadata"]["name"].startswith("kopf-event-")
+        assert event["source"] == {"component": "clat-operator"}
+        assert event["reportingComponent"] == "clat-operator"
+        posts = [
+            r
+            for r in emulator.requests()
+            if r.url.path == "/api/v1/namespaces/shop/events" and str(r.method.value) == "POST"
+        ]
+        assert len(posts) == 1
+        # kubernetes_asyncio (its generated client's User-Agent), with the kubeconfig's token:
+        # the one kopf logged in with.
+        headers = {k.lower(): v for k, v in posts[0].headers.items()}
+        assert headers["user-agent"].startswith("OpenAPI-Generator/")
+        assert headers["authorization"] == "Bearer test-token"
+        assert_within_contract(emulator, operator)
+
+
 def test_missing_sidecar_is_reported_once_with_the_fix(
     emulator: Emulator, tmp_path: pathlib.Path
 ) -> None:

@@ -1,6 +1,7 @@
-"""`clat-translator` flags and CLAT_* environment variables (CONTRACTS.md §2)."""
+"""`clat-translator` flags and CLAT_* environment variables (docs/sidecar.md "Commands")."""
 
 import pytest
+from clat_operator import validation
 from clat_translator.cli import build_parser, main
 
 
@@ -26,6 +27,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "force": False,
         "offload": True,
         "workers": 1,
+        "datapath": "auto",
     }
 
 
@@ -43,6 +45,7 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
         CLAT_MTU="1400",
         CLAT_LISTEN="127.0.0.1:9999",
         CLAT_FORCE="true",
+        CLAT_DATAPATH="Kernel",
     )
     assert args.plat_prefix == "2001:db8:64::/96"
     assert args.plat_prefix_hint == "2001:db8:6464::/64"
@@ -54,6 +57,7 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
         "clat0",
     )
     assert (args.mtu, args.listen, args.force) == (1400, "127.0.0.1:9999", True)
+    assert args.datapath == "kernel"
 
 
 def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,6 +79,10 @@ def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         (["run", "--listen", "::9180"], "brackets"),
         (["run", "--tun", "a-name-far-too-long"], "not an interface name"),
         (["discover", "--dns64-server", "dns.example"], "not an IP address"),
+        (
+            ["run", "--datapath", "ebpf"],
+            "argument --datapath: 'ebpf': one of auto, kernel, userspace",
+        ),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -87,6 +95,33 @@ def test_bad_flags_exit_2_with_a_message(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("prefix", "why"),
+    [
+        ("fe80::/64", "link-local"),
+        ("::ffff:0:0/96", "IPv4-mapped"),
+        ("ff0e::/96", "multicast"),
+        ("2001:db8::1/96", "no bits set after its length"),
+    ],
+)
+def test_plat_prefix_refuses_what_the_operator_refuses(
+    prefix: str, why: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One rule for both sides: the operator's admission check says the same.
+    with pytest.raises(ValueError, match=why):
+        validation.plat_prefix(prefix)
+    for flag in ("--plat-prefix", "--plat-prefix-hint"):
+        with pytest.raises(SystemExit):
+            main(["run", flag, prefix])
+        err = capsys.readouterr().err
+        assert f"argument {flag}: {prefix!r}: " in err and why in err
+    monkeypatch.setenv("CLAT_PLAT_PREFIX", prefix)
+    with pytest.raises(SystemExit):
+        main(["run"])
+    err = capsys.readouterr().err
+    assert f"CLAT_PLAT_PREFIX: {prefix!r}: " in err and why in err
 
 
 def test_bad_environment_names_the_variable(

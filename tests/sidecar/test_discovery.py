@@ -1,85 +1,96 @@
-"""RFC 6052 / RFC 7050 / RFC 8781 parsing of the sidecar's prefix discovery."""
+"""The sidecar's prefix discovery: RFC 7050 against a real DNS exchange on 127.0.0.1, and RFC 8781
+PREF64 parsing. (The RFC 6052 / RFC 7050 address rules themselves: tests/xlat/test_xlat_rfc6052.py.)
+"""
 
 import ipaddress
+import socket
+import threading
+from collections.abc import Callable, Iterator
 
+import dns.message
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
 import pytest
-from clat_translator.discovery import (
-    extract_ipv4,
-    parse_pref64,
-    prefix_of,
-    prefixes_from_answers,
-)
+from clat_translator.discovery import DiscoveryError, discover_rfc7050, parse_pref64
+from clat_translator.xlat import rfc6052
 from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptPREF64, ICMPv6NDOptPrefixInfo
-
-# RFC 6052 §2.4, the table of examples for 192.0.2.33
-RFC6052_EXAMPLES = [
-    (32, "2001:db8:c000:221::"),
-    (40, "2001:db8:1c0:2:21::"),
-    (48, "2001:db8:122:c000:2:2100::"),
-    (56, "2001:db8:122:3c0:0:221::"),
-    (64, "2001:db8:122:344:c0:2:2100:0"),
-    (96, "2001:db8:122:344::192.0.2.33"),
-]
-
-
-@pytest.mark.parametrize(("length", "address"), RFC6052_EXAMPLES)
-def test_extract_ipv4_matches_rfc6052_examples(length: int, address: str) -> None:
-    assert str(extract_ipv4(ipaddress.IPv6Address(address), length)) == "192.0.2.33"
 
 
 def _embed(prefix: str, ipv4: str) -> str:
-    """Independent of the code under test: write the v4 bits around the u octet by hand."""
-    net = ipaddress.IPv6Network(prefix)
-    bits = int(net.network_address)
-    v4 = int(ipaddress.IPv4Address(ipv4))
-    length = net.prefixlen
-    if length == 96:
-        return str(ipaddress.IPv6Address(bits | v4))
-    before_u = max(0, 64 - length)  # v4 bits that fit before bit 64
-    high = v4 >> (32 - before_u) if before_u else 0
-    low = v4 & ((1 << (32 - before_u)) - 1)
-    value = bits | (high << 64) | (low << (56 - (32 - before_u)))
-    return str(ipaddress.IPv6Address(value))
+    """Independent of the code under test: the IPv4 octets after the prefix, octet 8 skipped."""
+    network = ipaddress.IPv6Network(prefix)
+    raw = bytearray(network.network_address.packed)
+    positions = [i for i in range(network.prefixlen // 8, 16) if i != 8][:4]
+    for position, octet in zip(positions, ipaddress.IPv4Address(ipv4).packed, strict=True):
+        raw[position] = octet
+    return str(ipaddress.IPv6Address(bytes(raw)))
+
+
+@pytest.fixture
+def dns64() -> Iterator[Callable[[str], int]]:
+    """A DNS64 on 127.0.0.1 (a thread) answering AAAA ipv4only.arpa for a given prefix."""
+    sockets: list[socket.socket] = []
+
+    def start(prefix: str) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        sockets.append(sock)
+
+        def serve() -> None:
+            try:
+                data, peer = sock.recvfrom(4096)
+            except OSError:
+                return
+            query = dns.message.from_wire(data)
+            response = dns.message.make_response(query)
+            addresses = [_embed(prefix, str(a)) for a in rfc6052.WELL_KNOWN_IPV4]
+            response.answer.append(
+                dns.rrset.from_text_list(
+                    query.question[0].name, 300, dns.rdataclass.IN, dns.rdatatype.AAAA, addresses
+                )
+            )
+            sock.sendto(response.to_wire(), peer)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return int(sock.getsockname()[1])
+
+    yield start
+    for sock in sockets:
+        sock.close()
+
+
+def test_rfc7050_discovery_through_a_dns64(dns64: Callable[[str], int]) -> None:
+    port = dns64("2001:db8:64::/96")
+    found = discover_rfc7050(["127.0.0.1"], timeout=2, port=port)
+    assert found.prefixes == (ipaddress.IPv6Network("2001:db8:64::/96"),)
+    assert (found.ttl, found.source) == (300, "rfc7050 via 127.0.0.1")
 
 
 @pytest.mark.parametrize(
-    "prefix",
+    ("prefix", "why"),
     [
-        "2001:db8:64::/96",
-        "64:ff9b::/96",
-        "2001:db8:6464::/64",
-        "2001:db8:100::/56",
-        "2001:db8:100::/48",
-        "2001:db8:100::/40",
-        "2001:db8::/32",
+        ("2001:db8:0:0:ff00::/96", "bits 64-71 (the u-octet) of the prefix must be zero"),
+        ("fe80::/96", "link-local"),
     ],
 )
-@pytest.mark.parametrize("wka", ["192.0.0.170", "192.0.0.171"])
-def test_prefix_of_finds_the_wka_at_every_rfc6052_position(prefix: str, wka: str) -> None:
-    assert prefix_of(ipaddress.IPv6Address(_embed(prefix, wka))) == ipaddress.IPv6Network(prefix)
+def test_rfc7050_refuses_a_dns64_answer_that_plat_prefix_would_refuse(
+    dns64: Callable[[str], int], prefix: str, why: str
+) -> None:
+    # Before: discovery took this prefix and `run` exited 1 once XlatConfig refused it.
+    port = dns64(prefix)
+    with pytest.raises(DiscoveryError) as error:
+        discover_rfc7050(["127.0.0.1"], timeout=2, port=port)
+    message = str(error.value)
+    assert message.startswith("no DNS64 prefix from 127.0.0.1: AAAA ipv4only.arpa refused: ")
+    assert why in message
+    assert f"prefix {prefix}" in message
 
 
-def test_prefix_of_ignores_addresses_without_a_well_known_ipv4() -> None:
-    assert prefix_of(ipaddress.IPv6Address(_embed("2001:db8:64::/96", "192.0.2.1"))) is None
-    assert prefix_of(ipaddress.IPv6Address("2001:db8::1")) is None
-
-
-def test_prefix_of_requires_zero_u_octet_and_suffix() -> None:
-    good = int(ipaddress.IPv6Address(_embed("2001:db8:6464::/64", "192.0.0.170")))
-    assert prefix_of(ipaddress.IPv6Address(good | 1)) is None  # suffix not zero
-
-
-def test_prefixes_from_answers_keeps_answer_order_without_duplicates() -> None:
-    answers = [
-        _embed("2001:db8:64::/96", "192.0.0.170"),
-        _embed("2001:db8:64::/96", "192.0.0.171"),
-        _embed("2001:db8:6464::/64", "192.0.0.170"),
-        "2001:db8::99",
-    ]
-    assert prefixes_from_answers(answers) == (
-        ipaddress.IPv6Network("2001:db8:64::/96"),
-        ipaddress.IPv6Network("2001:db8:6464::/64"),
-    )
+def test_pref64_options_are_held_to_the_same_rules() -> None:
+    ra = ICMPv6ND_RA() / ICMPv6NDOptPREF64(scaledlifetime=75, plc=0, prefix="2001:db8:0:0:ff00::")
+    assert parse_pref64(bytes(ra)) == []  # u-octet set: the option is ignored
 
 
 @pytest.mark.parametrize(

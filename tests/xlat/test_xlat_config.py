@@ -37,10 +37,12 @@ def test_defaults_match_the_architecture_table() -> None:
         ("rfc6791v4", "nope"),
         ("rfc6791v6", "1.2.3.4"),
         ("lowest_ipv6_mtu", 1279),
-        ("lowest_ipv6_mtu", 1600),  # above ipv6_mtu
+        ("lowest_ipv6_mtu", 2**32),  # wider than the 32-bit MTU fields
         ("ipv4_mtu", 67),
         ("ipv6_mtu", 1000),
         ("ipv6_mtu", "1500"),
+        ("ipv6_mtu", 2**32),
+        ("ipv4_mtu", 65536),  # an IPv4 packet is at most 65535 bytes
         ("amend_udp_checksum_zero", "yes"),
         ("reset_tos", 1),
         ("new_tos", 256),
@@ -85,3 +87,16 @@ def test_translate_never_raises_and_names_a_reason(junk: bytes) -> None:
 
 def test_bad_version_reason() -> None:
     assert Translator(XlatConfig()).translate(b"\x50" + b"\0" * 40).drop == drops.BAD_VERSION
+
+
+def test_lowest_ipv6_mtu_and_ipv6_mtu_are_independent() -> None:
+    # Jool: lowest-ipv6-mtu is the smallest MTU anywhere on the IPv6 side, the next hop's may
+    # be smaller still; a jumbo IPv6 link (RFC 2675) may exceed 65535.
+    XlatConfig(lowest_ipv6_mtu=1500, ipv6_mtu=1280)
+    XlatConfig(ipv6_mtu=78000, lowest_ipv6_mtu=9000)
+
+
+def test_clat_mode_defaults_off_and_must_be_a_bool() -> None:
+    assert XlatConfig().clat_mode is False
+    with pytest.raises(ValueError, match=r"XlatConfig\.clat_mode="):
+        XlatConfig(clat_mode=1)  # type: ignore[arg-type]

@@ -39,6 +39,12 @@ PACKETS = [
     v6(IPv6ExtHdrFragment(m=1) / UDP() / (b"u" * 40)),
     v6(UDP(), dst="64:ff9b::192.0.0.1"),
     v6(UDP(), src="2001:db8::1"),
+    v6(UDP() / (b"u" * (1281 - 48))),  # RFC 7915 §5.1: DF above 1260 bytes, fixed
+    v6(TCP() / (b"t" * (1421 - 60))),
+    v4(UDP(sport=3, dport=4) / b"u", src="10.9.9.9"),  # foreign sources (clat_mode)
+    v4(TCP(sport=3, dport=4), src="198.51.100.77"),
+    v4(ICMP() / b"ping", src="10.9.9.9"),
+    v6(UDP(), src="2001:db8:bad::1"),
 ]
 
 
@@ -56,7 +62,17 @@ def _pair(**config: object) -> tuple[Translator, Translator]:
 
 @pytest.mark.parametrize(
     "config",
-    [{}, {"reset_traffic_class": True, "reset_tos": True, "new_tos": 4}, {"ipv4_mtu": 576}],
+    [
+        {},
+        {"reset_traffic_class": True, "reset_tos": True, "new_tos": 4},
+        {"ipv4_mtu": 576},
+        {"lowest_ipv6_mtu": 1500, "ipv4_mtu": 1400},
+        {"clat_mode": True},
+        {
+            "clat_mode": True,
+            "eamt": [("192.0.0.1/32", "fd00:c1a7::1/128"), ("10.9.0.0/16", "2001:db8:9::/112")],
+        },
+    ],
 )
 def test_fast_path_bytes_equal_general_path(config: dict[str, object]) -> None:
     fast, general = _pair(**config)

@@ -127,3 +127,24 @@ def test_extension_kept_within_576_bytes() -> None:
     msg = icmp4_message(parse4(out))
     assert msg[-len(EXTENSION) :] == EXTENSION
     assert 8 + msg[5] * 4 + len(EXTENSION) == len(msg)
+
+
+# -- short original datagrams, zero-padded to 128 bytes, as routers send them -------------------
+
+
+def test_short_original_datagram_padded_to_128_both_ways() -> None:
+    # RFC 4884 §4.1: the original datagram is zero-padded to 128 bytes when extensions follow;
+    # the length attribute counts 32-bit words in ICMPv4 and 64-bit words in ICMPv6.
+    short4 = bytes(IP(src=SERVER_V4, dst=CLAT_V4, id=0) / UDP(sport=53, dport=5353))  # 28 bytes
+    msg6 = icmp6_message(parse6(only(clat().translate(_error4(11, 0, 32, _pad(short4, 128))))))
+    short6 = bytes(IPv6(src=SERVER_V6, dst=CLAT_V6) / UDP(sport=53, dport=5353))  # 48 bytes
+    assert msg6[4] == 16 and msg6[8:136] == _pad(short6, 128) and msg6[136:] == EXTENSION
+    msg4 = icmp4_message(parse4(only(clat().translate(_error6(3, 0, 16, _pad(short6, 128))))))
+    assert msg4[5] == 32 and msg4[8:136] == _pad(short4, 128) and msg4[136:] == EXTENSION
+
+
+def test_original_datagram_longer_than_128_keeps_its_length_in_the_other_units() -> None:
+    long4 = bytes(IP(src=SERVER_V4, dst=CLAT_V4, id=0) / UDP(sport=1, dport=2) / (b"L" * 112))
+    msg6 = icmp6_message(parse6(only(clat().translate(_error4(3, 1, 35, long4)))))  # 140 bytes
+    assert msg6[4] == 20  # 160 bytes: the 140-byte IPv4 quote grew 20 bytes, 64-bit aligned
+    assert msg6[8 + 160 :] == EXTENSION

@@ -2,7 +2,8 @@
 
 import pytest
 from clat_translator.xlat import Translator, XlatConfig, drops
-from xlat_helpers import UDP, IPv6, clat, only, parse4, parse6, refused, v4, v6
+from scapy.layers.inet6 import ICMPv6DestUnreach
+from xlat_helpers import ICMP, IP, TCP, UDP, IPv6, clat, only, parse4, parse6, refused, v4, v6
 
 OVERLAPPING = [
     ("192.0.2.0/24", "2001:db8:aaaa::/120"),
@@ -106,15 +107,85 @@ def test_hairpinning_off_sends_the_packet_out_as_ipv4() -> None:
     assert (out.src, out.dst) == (A4, B4)
 
 
-def test_intrinsic_mode_sources_from_pool6_when_the_destination_is_an_eam() -> None:
-    packet = v4(UDP(), src=A4, dst=B4)
-    intrinsic = parse6(only(_eamt(HOSTS, eam_hairpin_mode="intrinsic").translate(packet)))
-    simple = parse6(only(_eamt(HOSTS, eam_hairpin_mode="simple").translate(packet)))
-    assert intrinsic.src == A4_POOL6
-    assert simple.src == A6
+@pytest.mark.parametrize("mode", ["off", "simple", "intrinsic"])
+def test_source_with_an_eam_uses_it_whatever_the_destination(mode: str) -> None:
+    # RFC 7757 §3.3: an EAM source translates through its entry; only a hairpinned packet
+    # (§4.2) takes its source from pool6, and A4 -> B4 arriving as IPv4 is not one.
+    out = parse6(only(_eamt(HOSTS, eam_hairpin_mode=mode).translate(v4(UDP(), src=A4, dst=B4))))
+    assert (out.src, out.dst) == (A6, B6)
 
 
 def test_clat_configuration_is_not_affected_by_hairpinning() -> None:
     out = parse6(only(clat().translate(v4(UDP()))))
     assert out.src == "fd00:c1a7::1"
     assert isinstance(out, IPv6)
+
+
+# -- RFC 7757 §3.3 with no pool6: both hosts in the EAM table ---------------------------------
+
+V6HOST6, V6HOST4 = "2001:db8:a::1", "192.0.2.1"  # an IPv6 host known to IPv4 by its EAM
+V4HOST4, V4HOST6 = "198.51.100.2", "2001:db8:b::2"  # an IPv4 host known to IPv6 by its EAM
+EAM_ONLY = [(f"{V6HOST4}/32", f"{V6HOST6}/128"), (f"{V4HOST4}/32", f"{V4HOST6}/128")]
+
+
+def _eam_only() -> Translator:
+    return Translator(XlatConfig(pool6=None, eamt=EAM_ONLY))
+
+
+@pytest.mark.parametrize(
+    "l4",
+    [TCP(sport=1, dport=2, flags="S"), UDP(sport=3, dport=4) / b"u", ICMP(type=8) / b"ping"],
+    ids=["tcp", "udp", "echo"],
+)
+def test_eam_only_configuration_translates_ordinary_traffic(l4: object) -> None:
+    out = parse6(only(_eam_only().translate(v4(l4, src=V4HOST4, dst=V6HOST4))))
+    assert (out.src, out.dst) == (V4HOST6, V6HOST6)
+    back = parse4(only(_eam_only().translate(v6(UDP() / b"r", src=V6HOST6, dst=V4HOST6))))
+    assert (back.src, back.dst) == (V6HOST4, V4HOST4)
+
+
+@pytest.mark.parametrize(("icmp_type", "code"), [(3, 1), (3, 3), (3, 4), (11, 0), (12, 0)])
+def test_eam_only_configuration_translates_icmp_errors(icmp_type: int, code: int) -> None:
+    # The IPv6 host's packet went out as V6HOST4 -> V4HOST4; V4HOST4 answers with an error.
+    quoted = IP(src=V6HOST4, dst=V4HOST4, ttl=7) / UDP(sport=5, dport=6) / b"q"
+    fields = {"nexthopmtu": 1400} if (icmp_type, code) == (3, 4) else {}
+    error = v4(ICMP(type=icmp_type, code=code, **fields) / bytes(quoted), src=V4HOST4, dst=V6HOST4)
+    out = parse6(only(_eam_only().translate(error)))
+    assert (out.src, out.dst) == (V4HOST6, V6HOST6)
+    inner = IPv6(bytes(out.payload)[8:])
+    assert (inner.src, inner.dst) == (V6HOST6, V4HOST6)
+
+
+OVERLAPPING_SOURCES = [
+    ("10.0.0.0/16", "2001:db8:1::/112"),
+    ("10.0.1.0/24", "2001:db8:2::/120"),
+    ("10.0.1.1/32", "2001:db8:3::1/128"),
+    (f"{V6HOST4}/32", f"{V6HOST6}/128"),
+]
+
+
+@pytest.mark.parametrize(
+    ("source4", "source6"),
+    [("10.0.1.1", "2001:db8:3::1"), ("10.0.1.7", "2001:db8:2::7"), ("10.0.2.3", "2001:db8:1::203")],
+)
+@pytest.mark.parametrize("pool6", ["64:ff9b::/96", None])
+def test_source_takes_the_longest_eam_match_when_the_destination_is_an_eam(
+    source4: str, source6: str, pool6: str | None
+) -> None:
+    t = Translator(XlatConfig(pool6=pool6, eamt=OVERLAPPING_SOURCES))
+    out = parse6(only(t.translate(v4(UDP(), src=source4, dst=V6HOST4))))
+    assert (out.src, out.dst) == (source6, V6HOST6)
+
+
+@pytest.mark.parametrize("mode", ["simple", "intrinsic"])
+def test_hairpinned_icmp_error_mirrors_the_hairpinned_packet(mode: str) -> None:
+    # RFC 7757 §4.2: B answers A's hairpinned packet (A4_POOL6 -> B6) with an error; the
+    # error is hairpinned too and reaches A as coming from B4_POOL6, quoting A6 -> B4_POOL6.
+    quoted = IPv6(src=A4_POOL6, dst=B6, hlim=5) / UDP(sport=1000, dport=53) / b"q"
+    error = v6(ICMPv6DestUnreach(code=4) / bytes(quoted), src=B6, dst=A4_POOL6)
+    r = _eamt(HOSTS, eam_hairpin_mode=mode).translate(error)
+    assert r.drop is None and r.out == []
+    to_a = parse6(r.back[0])
+    assert (to_a.src, to_a.dst) == (B4_POOL6, A6)
+    inner = IPv6(bytes(to_a.payload)[8:])
+    assert (inner.src, inner.dst) == (A6, B4_POOL6)

@@ -167,3 +167,14 @@ def test_echo_request_to_local_ipv4_is_answered() -> None:
 
 def test_other_traffic_to_local_ipv4_is_dropped() -> None:
     refused(clat().translate(v4(UDP(), dst="192.0.0.2")), drops.TO_TRANSLATOR)
+
+
+@pytest.mark.parametrize("proto", [1, 6, 17])
+@pytest.mark.parametrize("size", [1, 4, 7])
+def test_tail_fragment_shorter_than_a_transport_header_is_translated(proto: int, size: int) -> None:
+    # RFC 7915 §4.1: a non-first fragment carries no transport header to look at.
+    data = bytes(range(size))
+    out = parse6(only(clat().translate(v4(data, proto=proto, id=4, frag=9, flags=0))))
+    frag = out[IPv6ExtHdrFragment]
+    assert (frag.offset, frag.m, frag.id, frag.nh) == (9, 0, 4, 58 if proto == 1 else proto)
+    assert bytes(frag.payload) == data

@@ -1,7 +1,7 @@
 """RFC 7915 §4.2: ICMPv4 -> ICMPv6 (informational messages and the error mapping)."""
 
 import pytest
-from clat_translator.xlat import drops
+from clat_translator.xlat import Translator, XlatConfig, drops
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest
 from xlat_helpers import (
     CLAT_V4,
@@ -206,3 +206,33 @@ def test_translated_error_fits_1280_bytes() -> None:
     # The quote is the IPv6 form of the packet, cut to fit.
     expected = IPv6(src=SERVER_V6, dst=CLAT_V6) / UDP(sport=1, dport=2) / (b"B" * 1400)
     assert icmp6_message(pkt)[8:] == bytes(expected)[: 1280 - 48]
+
+
+@pytest.mark.parametrize(
+    ("router", "router6"), [("0.0.0.0", "64:ff9b::"), ("127.0.0.1", "64:ff9b::7f00:1")]
+)
+def test_error_from_a_reserved_source_is_embedded_in_pool6(router: str, router6: str) -> None:
+    # RFC 7915 §4.2 does not forbid it, Jool does it: the reserved ranges bar ordinary
+    # packets, not the source of an ICMP error.
+    quoted = IP(src=CLAT_V4, dst=SERVER_V4) / UDP(sport=1, dport=2) / b"q"
+    error = v4(ICMP(type=11, code=0) / bytes(quoted), src=router, dst=CLAT_V4)
+    out = parse6(only(clat().translate(error)))
+    assert (out.src, out.dst) == (router6, CLAT_V6)
+    assert icmp6_message(out)[0] == 3
+
+
+@pytest.mark.parametrize("router", ["0.0.0.0", "127.0.0.1"])
+def test_ordinary_packet_from_a_reserved_source_is_still_refused(router: str) -> None:
+    refused(clat().translate(v4(UDP(), src=router, dst=CLAT_V4)), drops.UNTRANSLATABLE_SOURCE)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4, 7])
+@pytest.mark.parametrize(
+    "ip", [{"ttl": 1}, {"dst": "169.254.0.1"}, {}], ids=["ttl-expired", "untranslatable", "plain"]
+)
+def test_icmp_shorter_than_its_header_is_dropped_silently(size: int, ip: dict[str, object]) -> None:
+    # RFC 792: 8 bytes of header. Shorter is malformed: counted, never answered.
+    message = b"\x08\x00\xf7\xff\0\0\0"[:size]
+    packet = v4(message, proto=1, **ip)
+    refused(Translator(XlatConfig(pool6="64:ff9b::/96")).translate(packet), drops.TRUNCATED)
+    refused(clat().translate(packet), drops.TRUNCATED)

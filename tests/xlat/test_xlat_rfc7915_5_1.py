@@ -151,3 +151,55 @@ def test_clat_address_is_the_eam_entry() -> None:
     out = parse4(only(clat().translate(v6(UDP(), dst=CLAT_V6))))
     assert out.dst == CLAT_V4
     assert isinstance(IPv6(v6(UDP())), IPv6)
+
+
+# -- §5.1 DF: a fixed 1260 bytes, whatever lowest_ipv6_mtu says ----------------------------------
+
+
+@pytest.mark.parametrize("lowest", [1280, 1500])
+def test_df_threshold_is_1260_bytes_whatever_the_lowest_ipv6_mtu(lowest: int) -> None:
+    t = clat(lowest_ipv6_mtu=lowest)
+    big = parse4(only(t.translate(v6(UDP() / (b"d" * (1281 - 48))))))
+    assert len(bytes(big)) == 1261 and big.flags.DF and big.id == 0
+    small = parse4(only(t.translate(v6(UDP() / (b"d" * (1280 - 48))))))
+    assert len(bytes(small)) == 1260 and not small.flags.DF
+
+
+def test_df_packet_too_big_for_the_ipv4_next_hop_gets_packet_too_big_not_fragments() -> None:
+    # 1421-byte IPv6 -> 1401-byte IPv4 with DF (§5.1), over a 1400-byte next hop: PTB 1420.
+    t = clat(lowest_ipv6_mtu=1500, ipv4_mtu=1400)
+    back = refused(t.translate(v6(UDP() / (b"p" * (1421 - 48)))), drops.PACKET_TOO_BIG)
+    err = parse6(back[0])
+    assert (err.payload.type, err.payload.mtu) == (2, 1420)
+
+
+# -- §5.1: extension headers before a Fragment Header; §5.1.1: tail fragments -------------------
+
+BEFORE_FRAGMENT = [
+    IPv6ExtHdrHopByHop(),
+    IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0" * 4)]),
+    IPv6ExtHdrRouting(segleft=0),
+    IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting(segleft=0),
+]
+
+
+@pytest.mark.parametrize("headers", BEFORE_FRAGMENT, ids=["hbh", "dest", "routing", "all"])
+@pytest.mark.parametrize("offset", [0, 100])
+def test_extension_headers_before_a_fragment_header_are_skipped(
+    headers: object, offset: int
+) -> None:
+    if offset:
+        payload = IPv6ExtHdrFragment(id=5, offset=offset, m=1, nh=17) / (b"f" * 40)
+    else:
+        payload = IPv6ExtHdrFragment(id=5, m=1) / UDP(sport=1, dport=2) / (b"f" * 32)
+    out = parse4(only(clat().translate(v6(headers / payload))))
+    assert (out.id, out.frag, out.flags.MF, out.proto, len(out.payload)) == (5, offset, 1, 17, 40)
+
+
+@pytest.mark.parametrize("nh", [6, 17, 58])
+@pytest.mark.parametrize("size", [1, 4, 7])
+def test_tail_fragment_shorter_than_a_transport_header_is_translated(nh: int, size: int) -> None:
+    data = bytes(range(size))
+    out = parse4(only(clat().translate(v6(IPv6ExtHdrFragment(id=3, offset=9, m=0, nh=nh) / data))))
+    assert (out.frag, out.flags.MF, out.proto) == (9, 0, 1 if nh == 58 else nh)
+    assert bytes(out.payload) == data

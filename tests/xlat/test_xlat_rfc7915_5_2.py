@@ -208,3 +208,11 @@ def test_translated_error_fits_576_bytes() -> None:
         IP(src=CLAT_V4, dst=SERVER_V4, id=0, flags="DF") / UDP(sport=1, dport=2) / (b"B" * 1400)
     )
     assert icmp4_message(pkt)[8:] == bytes(expected)[: 576 - 28]
+
+
+def test_packet_too_big_from_a_jumbo_link_becomes_fragmentation_needed_65535() -> None:
+    # RFC 7915 §5.2: the ICMPv4 MTU field has 16 bits.
+    quoted = IPv6(src=CLAT_V6, dst=SERVER_V6) / UDP() / (b"u" * 1400)
+    t = clat(ipv6_mtu=90000, ipv4_mtu=65535)
+    out = parse4(only(t.translate(_error(2, 0, (78000).to_bytes(4, "big"), bytes(quoted)))))
+    assert (out[ICMP].type, out[ICMP].code, out[ICMP].nexthopmtu) == (3, 4, 65535)

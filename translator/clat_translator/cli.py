@@ -15,27 +15,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clat_translator import logs
-from clat_translator.discovery import RFC6052_LENGTHS, DiscoveryError, discover_rfc7050
+from clat_translator.discovery import DiscoveryError, discover_rfc7050
 from clat_translator.health import parse_listen
 from clat_translator.runner import DEFAULT_CLAT_V4, RunSettings, Sidecar
+from clat_translator.xlat import rfc6052
 
 ENV_PREFIX = "CLAT_"
 MIN_MTU, MAX_MTU = 68, 65515  # RFC 791 minimum; 65535 - 20 so the IPv6 side still fits
 MAX_WORKERS = 64
+# --datapath: kernel = the tc-eBPF fast path with userspace for the rest; userspace = the TUN
+# loop for everything; auto = kernel where it loads, else userspace.
+DATAPATHS = ("auto", "kernel", "userspace")
 
 
 def plat_prefix(text: str) -> str:
+    """The rules of rfc6052.parse_prefix, the same the operator applies at admission."""
     try:
-        net = ipaddress.IPv6Network(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv6 prefix") from None
-    if net.prefixlen not in RFC6052_LENGTHS:
-        raise argparse.ArgumentTypeError(
-            f"{text}: RFC 6052 allows prefix lengths 32, 40, 48, 56, 64 and 96"
-        )
-    if net.network_address.packed[8] != 0:
-        raise argparse.ArgumentTypeError(f"{text}: bits 64-71 must be zero (RFC 6052 §2.2)")
-    return str(net)
+        return str(rfc6052.parse_prefix(text))
+    except rfc6052.PrefixError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
 
 
 def ipv4_address(text: str) -> str:
@@ -89,6 +87,13 @@ def workers(text: str) -> int | None:
     if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"{text!r}: auto, or a number from 1 to {MAX_WORKERS}")
     return int(text)
+
+
+def datapath(text: str) -> str:
+    value = text.strip().lower()
+    if value not in DATAPATHS:
+        raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(DATAPATHS)}")
+    return value
 
 
 def boolean(text: str) -> bool:
@@ -206,7 +211,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N|auto",
     )
+    run.add_env_argument(
+        "--datapath",
+        datapath,
+        "kernel: a tc-eBPF program translates the common packets, the rest goes to userspace; "
+        "userspace: the TUN loop for everything; auto: kernel where it loads, else userspace",
+        default="auto",
+        metavar="auto|kernel|userspace",
+    )
     return parser
+
+
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """What `run` will do, from its parsed flags (and CLAT_* variables)."""
+    return RunSettings(
+        plat_prefix=args.plat_prefix,
+        plat_prefix_hint=args.plat_prefix_hint,
+        dns64_servers=list(args.dns64_server or ()),
+        uplink=args.uplink,
+        clat_v4=args.clat_v4,
+        clat_v6=args.clat_v6,
+        tun=args.tun,
+        mtu=args.mtu,
+        listen=args.listen,
+        force=bool(args.force),
+        offload=bool(args.offload),
+        workers=args.workers,
+        datapath=args.datapath,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,21 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0 and not _has_net_admin():
         log.error("run needs CAP_NET_ADMIN (and /dev/net/tun): run the container privileged")
         return 1
-    settings = RunSettings(
-        plat_prefix=args.plat_prefix,
-        plat_prefix_hint=args.plat_prefix_hint,
-        dns64_servers=list(args.dns64_server or ()),
-        uplink=args.uplink,
-        clat_v4=args.clat_v4,
-        clat_v6=args.clat_v6,
-        tun=args.tun,
-        mtu=args.mtu,
-        listen=args.listen,
-        force=bool(args.force),
-        offload=bool(args.offload),
-        workers=args.workers,
-    )
-    return Sidecar(settings).run()
+    return Sidecar(run_settings(args)).run()
 
 
 def _has_net_admin() -> bool:

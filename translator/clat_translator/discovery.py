@@ -17,10 +17,8 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-WELL_KNOWN_NAME = "ipv4only.arpa."
-# RFC 7050 §2.2: the well-known IPv4 addresses behind ipv4only.arpa
-WELL_KNOWN_IPV4 = (ipaddress.IPv4Address("192.0.0.170"), ipaddress.IPv4Address("192.0.0.171"))
-RFC6052_LENGTHS = (96, 64, 56, 48, 40, 32)
+from clat_translator.xlat import rfc6052
+
 DEFAULT_TTL = 600
 
 
@@ -37,37 +35,6 @@ class Discovered:
     source: str  # "rfc7050 via <server>", "rfc8781 from <router>", "flag"
 
 
-def extract_ipv4(address: ipaddress.IPv6Address, length: int) -> ipaddress.IPv4Address:
-    """RFC 6052 §2.2: the IPv4 address embedded after a prefix of `length` bits."""
-    raw = address.packed
-    start = length // 8
-    octets = [raw[i] for i in range(start, 16) if i != 8][:4]  # octet 8 ("u") is skipped
-    return ipaddress.IPv4Address(bytes(octets))
-
-
-def prefix_of(address: ipaddress.IPv6Address) -> ipaddress.IPv6Network | None:
-    """The RFC 6052 prefix under which a well-known IPv4 address is embedded (RFC 7050 §3)."""
-    for length in RFC6052_LENGTHS:
-        if extract_ipv4(address, length) not in WELL_KNOWN_IPV4:
-            continue
-        raw = address.packed
-        end = 16 if length == 96 else length // 8 + 5  # the v4 octets, plus "u" for < /96
-        if length < 96 and (raw[8] != 0 or any(raw[end:])):
-            continue  # "u" octet and suffix must be zero (RFC 6052 §2.2)
-        return ipaddress.IPv6Network((address, length), strict=False)
-    return None
-
-
-def prefixes_from_answers(addresses: Sequence[str]) -> tuple[ipaddress.IPv6Network, ...]:
-    """Distinct prefixes found in AAAA answers, in answer order."""
-    found: list[ipaddress.IPv6Network] = []
-    for text in addresses:
-        prefix = prefix_of(ipaddress.IPv6Address(text))
-        if prefix is not None and prefix not in found:
-            found.append(prefix)
-    return tuple(found)
-
-
 def read_resolv_conf(path: str = "/etc/resolv.conf") -> list[str]:
     servers = []
     try:
@@ -81,8 +48,10 @@ def read_resolv_conf(path: str = "/etc/resolv.conf") -> list[str]:
     return servers
 
 
-def discover_rfc7050(servers: Sequence[str] = (), timeout: float = 3.0) -> Discovered:
-    """Ask each resolver in turn for AAAA ipv4only.arpa; the first with an answer wins."""
+def discover_rfc7050(
+    servers: Sequence[str] = (), timeout: float = 3.0, port: int = 53
+) -> Discovered:
+    """Ask each resolver in turn for AAAA ipv4only.arpa; the first with a valid answer wins."""
     targets = list(servers) or read_resolv_conf()
     if not targets:
         raise DiscoveryError("no DNS servers: none given and none in /etc/resolv.conf")
@@ -90,19 +59,21 @@ def discover_rfc7050(servers: Sequence[str] = (), timeout: float = 3.0) -> Disco
     for server in targets:
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = [server.split("%")[0]]
+        resolver.port = port
         resolver.timeout = resolver.lifetime = timeout
         try:
-            answer = resolver.resolve(WELL_KNOWN_NAME, dns.rdatatype.AAAA, search=False)
+            answer = resolver.resolve(rfc6052.WELL_KNOWN_NAME, dns.rdatatype.AAAA, search=False)
         except (dns.exception.DNSException, OSError, ValueError) as exc:
             problems.append(f"{server}: {type(exc).__name__} {exc}".strip())
             continue
-        addresses = [rdata.address for rdata in answer]
-        prefixes = prefixes_from_answers(addresses)
-        if not prefixes:
-            problems.append(f"{server}: AAAA {', '.join(addresses)} holds no well-known address")
+        # RFC 7050 §3, and the same rules as --plat-prefix: a bad answer is refused here,
+        # saying why, rather than failing later when the translator is built.
+        found = rfc6052.search(rdata.address for rdata in answer)
+        if not found.prefixes:
+            problems.append(f"{server}: AAAA ipv4only.arpa refused: {'; '.join(found.refused)}")
             continue
         ttl = answer.rrset.ttl if answer.rrset is not None else DEFAULT_TTL
-        return Discovered(prefixes, int(ttl), f"rfc7050 via {server}")
+        return Discovered(found.prefixes, int(ttl), f"rfc7050 via {server}")
     raise DiscoveryError("no DNS64 prefix from " + "; ".join(problems))
 
 
@@ -138,9 +109,11 @@ def parse_pref64(icmpv6: bytes) -> list[tuple[ipaddress.IPv6Network, int]]:
                 raw = icmpv6[offset + 4 : offset + 16] + bytes(4)
                 length = PLC_LENGTHS[plc]
                 try:
-                    net = ipaddress.IPv6Network((raw, length))
+                    net = rfc6052.parse_prefix(ipaddress.IPv6Network((raw, length)))
                 except ValueError:
-                    net = None  # bits set past the length: ignore the option (RFC 8781 §4)
+                    # bits set past the length (RFC 8781 §4), or a prefix --plat-prefix would
+                    # refuse (u-octet, not unicast): ignore the option
+                    net = None
                 if net is not None:
                     found.append((net, lifetime))
         offset = end

@@ -1,7 +1,7 @@
 """Counters of the run loop and their Prometheus view.
 
 The loop bumps plain integers (no lock, no label lookup per packet); a collector turns them into
-Prometheus metrics when /metrics is scraped.
+Prometheus metrics when /metrics is scraped. What is counted is declared in counters.py.
 """
 
 from __future__ import annotations
@@ -9,36 +9,50 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-DIRECTIONS = ("4to6", "6to4")
-SIDECAR_DROP_REASONS = ("tun-write-failed", "translator-error")
+from clat_translator.counters import (
+    BY_DIRECTION,
+    DIRECTIONS,
+    DROPS_METRIC,
+    SIDECAR_DROP_REASONS,
+    all_drop_reasons,
+)
 
 
 class Stats:
     """What the sidecar counts. Written by the loop thread, read by the HTTP thread."""
 
-    def __init__(self, drop_reasons: Iterable[str] = ()) -> None:
-        self.packets: Counter[str] = Counter({d: 0 for d in DIRECTIONS})
-        self.bytes: Counter[str] = Counter({d: 0 for d in DIRECTIONS})
-        self.errors_sent: Counter[str] = Counter({d: 0 for d in DIRECTIONS})
-        self.drops: Counter[str] = Counter({r: 0 for r in (*drop_reasons, *SIDECAR_DROP_REASONS)})
+    # one Counter by direction per counters.BY_DIRECTION entry, made in __init__
+    packets: Counter[str]
+    bytes: Counter[str]
+    errors_sent: Counter[str]
+    super_packets: Counter[str]  # the offloaded data path: translated whole,
+    segmented: Counter[str]  # cut into segments for the reference path,
+    coalesced: Counter[str]  # left in one USO frame with others of their flow
+
+    def __init__(self, drop_reasons: Iterable[str] | None = None) -> None:
+        """`drop_reasons` (plus the sidecar's own) are pre-created at 0; None: all of them."""
+        for counter in BY_DIRECTION:
+            setattr(self, counter.attribute, Counter({d: 0 for d in DIRECTIONS}))
+        reasons = all_drop_reasons() if drop_reasons is None else drop_reasons
+        self.drops: Counter[str] = Counter(
+            {r: 0 for r in (*reasons, *sorted(SIDECAR_DROP_REASONS))}
+        )
         self.discovery: Counter[tuple[str, str]] = Counter()
         self.prefix: str = ""
         self.prefix_source: str = ""
         self.prefix_changes = 0
         self.ready = False
         self.standing_down = False
-        # the data path (datapath.py): super-packets translated whole, and those cut into
-        # segments for the reference path; the offloads the TUN took; worker processes
-        self.super_packets: Counter[str] = Counter({d: 0 for d in DIRECTIONS})
-        self.segmented: Counter[str] = Counter({d: 0 for d in DIRECTIONS})
-        self.coalesced: Counter[str] = Counter({d: 0 for d in DIRECTIONS})
+        # the data path in use (clat_datapath_info): its name, the offloads the TUN took,
+        # worker processes
+        self.datapath: str = ""
         self.offloads: str = ""
         self.workers = 1
-        # called before the counters are read (workers' counters are summed into these)
+        # called before the counters are read (counters kept elsewhere are summed into these)
         self.refresh: Callable[[], None] | None = None
 
     def snapshot(self) -> tuple[int, ...]:
@@ -67,24 +81,13 @@ class StatsCollector(Collector):
         s = self.stats
         if s.refresh is not None:
             s.refresh()
-        packets = CounterMetricFamily(
-            "clat_packets", "Packets translated, by direction", labels=["direction"]
-        )
-        octets = CounterMetricFamily(
-            "clat_bytes",
-            "Bytes of packets translated (as read), by direction",
-            labels=["direction"],
-        )
-        errors = CounterMetricFamily(
-            "clat_icmp_errors_sent",
-            "ICMP errors the translator sent back, by the direction of the offending packet",
-            labels=["direction"],
-        )
-        for d in DIRECTIONS:
-            packets.add_metric([d], s.packets[d])
-            octets.add_metric([d], s.bytes[d])
-            errors.add_metric([d], s.errors_sent[d])
-        drops = CounterMetricFamily("clat_drops", "Packets dropped, by reason", labels=["reason"])
+        for counter in BY_DIRECTION:
+            family = CounterMetricFamily(counter.metric, counter.help, labels=["direction"])
+            values: Counter[str] = getattr(s, counter.attribute)
+            for d in DIRECTIONS:
+                family.add_metric([d], values[d])
+            yield family
+        drops = CounterMetricFamily(DROPS_METRIC, "Packets dropped, by reason", labels=["reason"])
         for reason, count in sorted(s.drops.items()):
             drops.add_metric([reason], count)
         discovery = CounterMetricFamily(
@@ -107,40 +110,19 @@ class StatsCollector(Collector):
             "clat_standing_down", "1 when the pod has native IPv4 and the CLAT stands down"
         )
         standing_down.add_metric([], 1 if s.standing_down else 0)
-        yield from (packets, octets, errors, drops, discovery, changes, prefix, ready)
-        yield standing_down
-        super_packets = CounterMetricFamily(
-            "clat_offload_super_packets",
-            "TSO/USO super-packets translated whole (offload on), by direction",
-            labels=["direction"],
-        )
-        segmented = CounterMetricFamily(
-            "clat_offload_segmented",
-            "Super-packets cut into segments for the reference path (offload on), by direction",
-            labels=["direction"],
-        )
-        coalesced = CounterMetricFamily(
-            "clat_offload_coalesced",
-            "UDP datagrams that left in a USO frame with others of their flow, by direction",
-            labels=["direction"],
-        )
-        for d in DIRECTIONS:
-            super_packets.add_metric([d], s.super_packets[d])
-            segmented.add_metric([d], s.segmented[d])
-            coalesced.add_metric([d], s.coalesced[d])
         datapath = InfoMetricFamily(
-            "clat_datapath", "The TUN offloads in use (none = offload off) and worker processes"
+            "clat_datapath",
+            "The data path in use, the TUN offloads it took (off = offload off) and worker "
+            "processes",
         )
         if s.offloads:
-            datapath.add_metric([], {"offloads": s.offloads, "workers": str(s.workers)})
-        yield from (super_packets, segmented, coalesced, datapath)
+            datapath.add_metric(
+                [], {"datapath": s.datapath, "offloads": s.offloads, "workers": str(s.workers)}
+            )
+        yield from (drops, discovery, changes, prefix, ready, standing_down, datapath)
 
 
 def make_registry(stats: Stats) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(StatsCollector(stats))
     return registry
-
-
-def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)

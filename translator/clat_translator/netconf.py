@@ -253,7 +253,28 @@ class SysctlChanges:
         return failed
 
     def serialize(self) -> str:
+        """The originals, "key=value ...": the record kept in the nftables table."""
         return " ".join(f"{k}={v}" for k, v in self.originals.items())
+
+    def describe_changes(self) -> str:
+        """What `apply` changed, "key was->now ..."; "none" when nothing."""
+        return (
+            " ".join(
+                f"{k} {v}->{self.wanted[k]}" for k, v in self.originals.items() if k in self.wanted
+            )
+            or "none"
+        )
+
+    def describe_restore(self) -> str:
+        """What `restore` will change, "key now->original ..."; "none" when nothing."""
+        parts = []
+        for key, value in self.originals.items():
+            try:
+                now = read_sysctl(key)
+            except (OSError, ValueError):
+                now = "?"
+            parts.append(f"{key} {now}->{value}")
+        return " ".join(parts) or "none"
 
     @classmethod
     def parse(cls, text: str) -> SysctlChanges:

@@ -1,5 +1,5 @@
 """The TUN device: open (optionally with virtio-net headers, offloads and several queues), read
-into a buffer, write a vector, close.
+into a buffer, close. The data path reads and writes the descriptor itself (queue_pump.py).
 
 The device is not persistent: when the last process holding one of its queues dies, even by
 SIGKILL, the kernel deletes it together with its addresses and routes.
@@ -19,14 +19,12 @@ import fcntl
 import os
 import stat
 import struct
-from collections.abc import Sequence
 from pathlib import Path
 
 TUN_PATH = Path("/dev/net/tun")
 TUN_MAJOR, TUN_MINOR = 10, 200  # Documentation/admin-guide/devices.txt
 # include/uapi/linux/if_tun.h
 TUNSETIFF = 0x400454CA
-TUNGETFEATURES = 0x800454CF
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
 TUNSETQUEUE = 0x400454D9
@@ -55,7 +53,6 @@ ALL_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4
 _DEGRADE = (TUN_F_USO4 | TUN_F_USO6, TUN_F_TSO_ECN, TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM)
 VNET_HDR_SIZE = 10  # struct virtio_net_hdr (xlat.offload.VNET_HDR)
 IFNAMSIZ = 16
-MAX_PACKET = 65535
 # A read holds one virtio-net header and one packet; a super-packet is at most 64 KiB of
 # IP (the device's gso_max_size) and a plain packet at most the 65535 of the IPv4 header.
 READ_BUFFER = VNET_HDR_SIZE + 65536 + 256
@@ -145,13 +142,6 @@ class TunDevice:
     def fileno(self) -> int:
         return self._fd
 
-    def read(self) -> bytes | None:
-        """One packet, or None when nothing is waiting."""
-        try:
-            return os.read(self._fd, MAX_PACKET)
-        except BlockingIOError:
-            return None
-
     def readinto(self, buffer: bytearray) -> int:
         """One packet into `buffer`; its length, 0 when nothing is waiting."""
         try:
@@ -159,30 +149,7 @@ class TunDevice:
         except BlockingIOError:
             return 0
 
-    def write(self, packet: bytes) -> None:
-        """Hand one IP packet to the kernel, as if it had arrived on the device."""
-        os.write(self._fd, packet)
-
-    def writev(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-        """Hand one packet in pieces (virtio-net header, headers, payload view): no copy here."""
-        os.writev(self._fd, parts)
-
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
-
-
-def supported_features() -> int:
-    """The IFF_* flags this kernel's TUN driver supports (TUNGETFEATURES)."""
-    ensure_tun_node()
-    fd = os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        answer = fcntl.ioctl(fd, TUNGETFEATURES, struct.pack("I", 0))
-    finally:
-        os.close(fd)
-    return int(struct.unpack("I", answer)[0])

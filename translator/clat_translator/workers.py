@@ -9,7 +9,8 @@ re-checks the prefix (and tells the workers through a pipe), restarts a worker t
 SIGTERM stops them all before it cleans up. A worker also stops when the main process is gone,
 even by SIGKILL: the main process holds the only write end of the worker's control pipe, and the
 kernel closes it then (the worker sees the hang-up). With the last queue the kernel deletes the
-device.
+device. A worker runs the same loop (packet_loop.py) and pump (queue_pump.py) as the main process
+does with one worker.
 """
 
 from __future__ import annotations
@@ -29,17 +30,16 @@ from pathlib import Path
 from types import FrameType
 
 from clat_translator import logs
-from clat_translator.datapath import Datapath
-from clat_translator.metrics import DIRECTIONS, Stats
+from clat_translator.counters import packet_counter_keys
+from clat_translator.metrics import Stats
+from clat_translator.packet_loop import PacketLoop
+from clat_translator.queue_pump import QueuePump
 from clat_translator.tun import TunDevice, TunError
 from clat_translator.xlat import Translator
 
 MAX_AUTO_WORKERS = 8
-PUBLISH_SECONDS = 0.05  # a busy worker's counters reach /metrics at most this late
-IDLE_PUBLISH_MS = 5  # ... and this long after its traffic pauses
 RESTART_BACKOFF_SECONDS = 1.0
 _HANG_UP = select.POLLHUP | select.POLLERR
-_PER_DIRECTION = ("packets", "bytes", "errors_sent", "super_packets", "segmented", "coalesced")
 
 
 def usable_cpus() -> int:
@@ -77,12 +77,11 @@ class SharedCounters:
 
     A slot is a sequence number and one signed 64-bit value per counter. The writer makes the
     sequence odd while it writes (a seqlock), so the reader never sums a half-written slot.
+    The counters are counters.py's packet counters, in its order.
     """
 
     def __init__(self, slots: int, drop_reasons: Sequence[str]) -> None:
-        self.keys: list[tuple[str, str]] = [
-            (name, d) for name in _PER_DIRECTION for d in DIRECTIONS
-        ] + [("drops", r) for r in drop_reasons]
+        self.keys = packet_counter_keys(drop_reasons)
         self._values = struct.Struct(f"={len(self.keys)}q")
         self._seq = struct.Struct("=q")
         self._slot_size = self._seq.size + self._values.size
@@ -214,9 +213,6 @@ class WorkerPool:
             for fd in ready.values():
                 os.close(fd)
 
-    def pids(self) -> list[int]:
-        return [w.pid for w in self.workers.values()]
-
     def update_pool6(self, prefix: str) -> None:
         """Tell every worker the new PLAT prefix (applied between two batches)."""
         line = f"pool6 {prefix}\n".encode()
@@ -313,47 +309,30 @@ def _worker_main(pool: WorkerPool, index: int, parent: int, control: int, ready:
         return 1
     stats = Stats(pool.drop_reasons)
     pool.counters.load(index, stats)
-    datapath = Datapath(tun, pool.translator, stats)
+    pump = QueuePump(tun, pool.translator, stats)
     os.write(ready, b"r")
     os.close(ready)
     pool.log.info(
         "worker %d (pid %d) translating on its own queue of %s", index, os.getpid(), tun.name
     )
+    pending = bytearray()
 
-    poller = select.poll()
-    poller.register(tun.fileno(), select.POLLIN)
-    poller.register(control, select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    tun_fd = tun.fileno()
-    published = time.monotonic()
-    dirty = False
-    pending = b""
-    while not stopping:
-        events = poller.poll(IDLE_PUBLISH_MS if dirty else 1000)
-        for fd, event in events:
-            if fd == tun_fd:
-                datapath.pump()
-                dirty = True
-            elif fd == control:
-                if event & _HANG_UP and not event & select.POLLIN:
-                    stopping.append(True)  # the main process is gone: so are we
-                    break
-                data = _read_all(control)
-                if data is None:
-                    stopping.append(True)  # the main process is gone: so are we
-                    break
-                pending += data
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    _apply(pool, line.decode(errors="replace"))
-            else:
-                _read_all(wake_r)  # a signal: the loop condition looks at it
-        now = time.monotonic()
-        if dirty and (not events or now - published >= PUBLISH_SECONDS):
-            pool.counters.publish(index, stats)
-            published = now
-            dirty = False
-    pool.counters.publish(index, stats)
+    def on_control(events: int) -> None:
+        data = None if events & _HANG_UP and not events & select.POLLIN else _read_all(control)
+        if data is None:
+            stopping.append(True)  # the main process is gone: so are we
+            return
+        pending.extend(data)
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            _apply(pool, line.decode(errors="replace"))
+
+    loop = PacketLoop()
+    loop.serve(pump)
+    loop.watch(control, on_control)
+    loop.watch(wake_r, lambda _events: _read_all(wake_r))  # a signal: `stopping` says it
+    loop.run(lambda: bool(stopping), publish=lambda: pool.counters.publish(index, stats))
     tun.close()
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from . import rfc6052
 from .config import XlatConfig, parse_pool6
 
 # Jool's implicit denylist: IPv4 ranges that never translate through pool6 (RFC 6890 "this
@@ -42,13 +43,15 @@ class AddressMapper:
         self._by4 = _table([(e.n4, e.p4, e) for e in entries])
         self._by6 = _table([(e.n6, e.p6, e) for e in entries])
         self.has_eam = bool(entries)
-        deny = [ipaddress.IPv4Network(p) for p in (*RESERVED4, *config.denylist4)]
+        deny = [ipaddress.IPv4Network(p) for p in config.denylist4]
         if config.local_ipv4 is not None:
             deny.append(ipaddress.IPv4Network(config.local_ipv4))
         self._deny = [(int(n.network_address), int(n.netmask)) for n in deny]
+        reserved = [ipaddress.IPv4Network(p) for p in RESERVED4]
+        self._reserved = [(int(n.network_address), int(n.netmask)) for n in reserved]
         self.set_pool6(config.pool6)
 
-    def set_pool6(self, pool6: str | None) -> None:
+    def set_pool6(self, pool6: str | ipaddress.IPv6Network | None) -> None:
         net = parse_pool6(pool6)
         self.pool6_len = net.prefixlen if net else 0
         self.pool6_int = int(net.network_address) if net else 0
@@ -77,47 +80,44 @@ class AddressMapper:
 
     # -- RFC 6052 ---------------------------------------------------------------------------
 
-    def denied4(self, a4: int) -> bool:
-        """denylist4, the reserved ranges and local_ipv4 never use pool6 (Jool's denylist4)."""
+    def denied4(self, a4: int, reserved: bool = True) -> bool:
+        """denylist4, the reserved ranges and local_ipv4 never use pool6 (Jool's denylist4);
+        `reserved=False` leaves the reserved ranges out (the source of an ICMP error)."""
+        if reserved and any(a4 & mask == net for net, mask in self._reserved):
+            return True
         return any(a4 & mask == net for net, mask in self._deny)
 
-    def embed(self, a4: int) -> int | None:
+    def embed(self, a4: int, reserved: bool = True) -> int | None:
         """RFC 6052 §2.2: IPv4 -> IPv4-embedded IPv6 address; u-octet and suffix zero."""
-        if not self.has_pool6 or self.denied4(a4):
+        if not self.has_pool6 or self.denied4(a4, reserved):
             return None
+        return rfc6052.embed_int(self.pool6_int, self.pool6_len, a4)
+
+    def in_pool6(self, a6: int) -> bool:
+        """Whether an IPv6 address is inside the pool6 prefix (whatever it embeds)."""
         n = self.pool6_len
-        if n == 96:
-            return self.pool6_int | a4
-        if n == 64:
-            return self.pool6_int | (a4 << 24)
-        low = n - 32  # bits of the IPv4 address that go after the u-octet (bits 64-71)
-        return self.pool6_int | ((a4 >> low) << 64) | ((a4 & ((1 << low) - 1)) << (56 - low))
+        return self.has_pool6 and (a6 >> (128 - n)) == (self.pool6_int >> (128 - n))
 
     def extract(self, a6: int) -> int | None:
         """RFC 6052 §2.2: the IPv4 address embedded in a pool6 address (u-octet ignored)."""
         n = self.pool6_len
         if not self.has_pool6 or (a6 >> (128 - n)) != (self.pool6_int >> (128 - n)):
             return None
-        if n == 96:
-            a4 = a6 & 0xFFFFFFFF
-        elif n == 64:
-            a4 = (a6 >> 24) & 0xFFFFFFFF
-        else:
-            low = n - 32
-            high = (a6 >> 64) & ((1 << (64 - n)) - 1)
-            a4 = (high << low) | ((a6 >> (56 - low)) & ((1 << low) - 1))
+        a4 = rfc6052.extract_int(a6, n)
         return None if self.denied4(a4) else a4
 
     # -- both, on bytes ---------------------------------------------------------------------
 
-    def to6(self, a4: bytes, use_eam: bool = True) -> tuple[bytes, bool] | None:
+    def to6(
+        self, a4: bytes, use_eam: bool = True, reserved: bool = True
+    ) -> tuple[bytes, bool] | None:
         """Translate a 4-byte address: (16-byte address, came from an EAM) or None."""
         v4 = int.from_bytes(a4, "big")
         if use_eam and self.has_eam:
             v6 = self.eam4(v4)
             if v6 is not None:
                 return v6.to_bytes(16, "big"), True
-        v6 = self.embed(v4)
+        v6 = self.embed(v4, reserved)
         return None if v6 is None else (v6.to_bytes(16, "big"), False)
 
     def to4(self, a6: bytes) -> tuple[bytes, bool] | None:

@@ -31,16 +31,6 @@ def finish_udp(total: int) -> int:
     return MOD - r if r else 0xFFFF
 
 
-def valid(data: bytes | bytearray | memoryview, extra: int = 0) -> bool:
-    """True when `data` (with a pseudo-header sum `extra`) carries a correct checksum."""
-    return (sum16(data) + extra) % MOD == 0
-
-
-def pseudo4(src_dst: bytes, proto: int, length: int) -> int:
-    """IPv4 pseudo-header sum (RFC 793, RFC 768), mod 0xFFFF."""
-    return (int.from_bytes(src_dst, "big") + proto + length) % MOD
-
-
 def pseudo6(src_dst: bytes, next_header: int, length: int) -> int:
     """IPv6 pseudo-header sum (RFC 8200 §8.1), mod 0xFFFF."""
     return (int.from_bytes(src_dst, "big") + next_header + length) % MOD
@@ -53,6 +43,14 @@ def address_delta(old: bytes, new: bytes) -> int:
     addresses contribute. Result in [0, 0xFFFE].
     """
     return (int.from_bytes(new, "big") - int.from_bytes(old, "big")) % MOD
+
+
+def fold16(total: int) -> int:
+    """A non-negative sum below 2**32 folded to 16 bits with end-around carry (RFC 1071), not
+    complemented: a partial checksum (the pseudo-header sum a NEEDS_CSUM field holds) plus a
+    delta stays a partial checksum."""
+    total = (total & 0xFFFF) + (total >> 16)
+    return (total & 0xFFFF) + (total >> 16)
 
 
 def update(old_checksum: int, delta: int) -> int:

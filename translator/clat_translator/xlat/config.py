@@ -6,6 +6,8 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from . import rfc6052
+
 # RFC 1191 §7: the plateau table, used when a Fragmentation Needed carries MTU 0.
 RFC1191_PLATEAUS: tuple[int, ...] = (
     65535,
@@ -20,9 +22,6 @@ RFC1191_PLATEAUS: tuple[int, ...] = (
     296,
     68,
 )
-
-# RFC 6052 §2.2: the only prefix lengths an IPv4-embedded IPv6 address may use.
-POOL6_LENGTHS = (32, 40, 48, 56, 64, 96)
 
 HAIRPIN_MODES = ("off", "simple", "intrinsic")
 
@@ -70,23 +69,32 @@ def _int(name: str, value: object, low: int, high: int) -> int:
 
 
 def parse_pool6(value: object) -> ipaddress.IPv6Network | None:
-    """Validate a pool6 prefix (RFC 6052 §2.2); None means EAM table only."""
+    """Validate a pool6 prefix (rfc6052.parse_prefix); None means EAM table only."""
     if value is None:
         return None
-    net = _net6("pool6", value)
-    if net.prefixlen not in POOL6_LENGTHS:
-        raise _fail("pool6", value, "RFC 6052 allows prefix lengths 32, 40, 48, 56, 64, 96 only")
-    # RFC 6052 §2.2: bits 64-71 (the u-octet) must be zero.
-    if (int(net.network_address) >> 56) & 0xFF:
-        raise _fail("pool6", value, "bits 64-71 (RFC 6052 u-octet) must be zero")
-    return net
+    if not isinstance(value, str | ipaddress.IPv6Network):
+        raise _fail("pool6", value, "not an IPv6 prefix")
+    try:
+        return rfc6052.parse_prefix(value)
+    except rfc6052.PrefixError as e:
+        raise _fail("pool6", value, str(e)) from None
+
+
+MTU_FIELD_MAX = 2**32 - 1  # ICMPv6 Packet Too Big carries a 32-bit MTU (RFC 4443 §3.2)
 
 
 @dataclass(frozen=True)
 class XlatConfig:
-    """Settings of one Translator. Validated on construction (ValueError names the field)."""
+    """Settings of one Translator. Validated on construction (ValueError names the field).
 
-    pool6: str | None = "64:ff9b::/96"
+    `clat_mode` (default False: a general SIIT translator) makes it a CLAT (RFC 6877): only
+    the host's own traffic is translated. A 4->6 packet whose IPv4 source is inside no EAM
+    entry's IPv4 prefix, and a 6->4 packet to an EAM address whose source is neither inside
+    pool6 nor an EAM entry (ICMPv6 errors excepted: they take the RFC 6791 source), are
+    dropped as `foreign-source`, never answered with an ICMP error.
+    """
+
+    pool6: str | ipaddress.IPv6Network | None = "64:ff9b::/96"  # text or parsed
     eamt: Sequence[tuple[str, str]] = field(default_factory=list)
     local_ipv4: str | None = "192.0.0.2"
     local_ipv6: str | None = None
@@ -102,6 +110,7 @@ class XlatConfig:
     mtu_plateaus: Sequence[int] = RFC1191_PLATEAUS
     eam_hairpin_mode: str = "intrinsic"
     denylist4: Sequence[str] = field(default_factory=list)
+    clat_mode: bool = False
 
     def __post_init__(self) -> None:
         parse_pool6(self.pool6)
@@ -118,12 +127,17 @@ class XlatConfig:
         _addr6("local_ipv6", self.local_ipv6)
         _addr4("rfc6791v4", self.rfc6791v4)
         _addr6("rfc6791v6", self.rfc6791v6)
-        _int("lowest_ipv6_mtu", self.lowest_ipv6_mtu, 1280, 65535)
+        # Jool: lowest_ipv6_mtu (smallest MTU anywhere on the IPv6 side) and ipv6_mtu (the next
+        # hop's) are independent; IPv6 links may exceed 65535 (RFC 2675 jumbo links).
+        _int("lowest_ipv6_mtu", self.lowest_ipv6_mtu, 1280, MTU_FIELD_MAX)
         _int("ipv4_mtu", self.ipv4_mtu, 68, 65535)
-        _int("ipv6_mtu", self.ipv6_mtu, 1280, 65535)
-        if self.lowest_ipv6_mtu > self.ipv6_mtu:
-            raise _fail("lowest_ipv6_mtu", self.lowest_ipv6_mtu, "must not exceed ipv6_mtu")
-        for flag in ("amend_udp_checksum_zero", "reset_traffic_class", "reset_tos"):
+        _int("ipv6_mtu", self.ipv6_mtu, 1280, MTU_FIELD_MAX)
+        for flag in (
+            "amend_udp_checksum_zero",
+            "reset_traffic_class",
+            "reset_tos",
+            "clat_mode",
+        ):
             if not isinstance(getattr(self, flag), bool):
                 raise _fail(flag, getattr(self, flag), "must be True or False")
         _int("new_tos", self.new_tos, 0, 255)

@@ -8,6 +8,8 @@ import random
 from .addresses import AddressMapper
 from .config import XlatConfig
 
+DF_LIMIT = 1260  # RFC 7915 §5.1
+
 
 def _packed4(address: str | None) -> bytes | None:
     return None if address is None else ipaddress.IPv4Address(address).packed
@@ -58,16 +60,16 @@ class Context:
         self.ipv4_mtu = config.ipv4_mtu
         self.ipv6_mtu = config.ipv6_mtu
         self.lowest_ipv6_mtu = config.lowest_ipv6_mtu
-        # RFC 7915 §5.1: DF is set on translated packets bigger than 1260 bytes, i.e. what
-        # needs more than the minimum IPv6 MTU; with a larger lowest_ipv6_mtu, that - 20.
-        self.df_limit = config.lowest_ipv6_mtu - 20
+        # RFC 7915 §5.1: DF is set on translated packets bigger than 1260 bytes: a fixed
+        # number (the IPv6 minimum MTU - 20), whatever lowest_ipv6_mtu says.
+        self.df_limit = DF_LIMIT
         self.tc_mask = 0 if config.reset_traffic_class else 0xFF
         self.reset_tos = config.reset_tos
         self.new_tos = config.new_tos
         self.amend_udp = config.amend_udp_checksum_zero
         self.plateaus = sorted(set(config.mtu_plateaus), reverse=True)
         self.hairpin = config.eam_hairpin_mode
-        self.intrinsic = config.eam_hairpin_mode == "intrinsic"
+        self.clat_mode = config.clat_mode
         self._rng = random.Random()
 
     def next_ident(self) -> int:

@@ -25,6 +25,7 @@ ICMP_UNTRANSLATABLE = "icmp-untranslatable"  # RFC 7915 §4.2/§5.2: type/code w
 ICMP_NESTED_ERROR = "icmp-nested-error"  # RFC 7915 §4.3/§5.3: ICMP error inside an ICMP error
 ICMP_WRONG_FAMILY = "icmp-wrong-family"  # ICMPv6 inside IPv4, or ICMPv4 inside IPv6
 TO_TRANSLATOR = "to-translator"  # addressed to local_ipv4/local_ipv6 and not an echo request
+FOREIGN_SOURCE = "foreign-source"  # clat_mode: not the CLAT's own IPv4 / not a peer of it
 INTERNAL_ERROR = "internal-error"  # a bug: translate() caught an exception
 
 DROP_REASONS: frozenset[str] = frozenset(
@@ -51,6 +52,7 @@ DROP_REASONS: frozenset[str] = frozenset(
         ICMP_NESTED_ERROR,
         ICMP_WRONG_FAMILY,
         TO_TRANSLATOR,
+        FOREIGN_SOURCE,
         INTERNAL_ERROR,
     }
 )

@@ -119,6 +119,13 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
         return dropped(drops.BAD_FRAGMENT)
     first = offset == 0
     src4, dst4 = pkt[12:16], pkt[16:20]
+    # clat_mode (RFC 6877 CLAT): the host's own IPv4 addresses are the EAM entries; any other
+    # source is forged. Dropped before anything could answer it (no ICMP error to a forgery).
+    # The hairpinned leg came from the IPv6 side, where its source was checked.
+    if ctx.clat_mode and not hairpin and not ctx.mapper.in_eam4(int.from_bytes(src4, "big")):
+        return dropped(drops.FOREIGN_SOURCE)
+    if proto == ICMP and not fragmented and size < 8:
+        return dropped(drops.TRUNCATED)  # RFC 792: shorter than its header; malformed, unanswered
     icmp_error = proto == ICMP and first and size > 0 and pkt[ihl] in ICMP4_ERROR_TYPES
     # RFC 7915 §4.4 + RFC 1812 §4.3.2.7: no errors about errors, non-first fragments, or
     # packets from/to non-unicast addresses.
@@ -136,9 +143,12 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
             icmp4_error(ctx, pkt, 3, 13, ZERO4) if answer else None,
         )
     dst6, dst_eam = d
-    # RFC 7757 §4.2 hairpinning: a hairpinned packet, and in intrinsic mode any packet to an
-    # EAM address, takes its source from pool6, so that replies come back through us.
-    s = ctx.mapper.to6(src4, use_eam=not (hairpin or (ctx.intrinsic and dst_eam)))
+    # RFC 7757 §3.3: an EAM source translates through its entry, whatever the destination.
+    # §4.2: only the second leg of a hairpinned packet takes its source from pool6, so that
+    # the reply comes back through us.
+    # Jool: the reserved ranges bar ordinary packets, not the source of an ICMP error (a router
+    # may send from 0.0.0.0 or 127/8; RFC 7915 §4.2 does not forbid it).
+    s = ctx.mapper.to6(src4, use_eam=not hairpin, reserved=not icmp_error)
     if s is not None:
         src6 = s[0]
     elif icmp_error and ctx.rfc6791v6 is not None:
@@ -173,7 +183,7 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
             if first:
                 return dropped(drops.FRAGMENTED_ICMP)  # checksum needs the whole message
         else:
-            r = icmp_4to6(ctx, data, addrs6)
+            r = icmp_4to6(ctx, data, addrs6, hairpin)
             if isinstance(r, str):
                 return dropped(r)
             data = r
@@ -188,7 +198,7 @@ def translate(ctx: Context, pkt: bytes, hairpin: bool = False) -> TranslateResul
     if df:
         if size6 > ctx.ipv6_mtu:
             # §4.1: DF set and too big: Fragmentation Needed, MTU of the IPv6 side - 20.
-            mtu = ctx.ipv6_mtu - 20 - (8 if fragmented else 0)
+            mtu = min(ctx.ipv6_mtu - 20 - (8 if fragmented else 0), 65535)  # a 16-bit field
             err = icmp4_error(ctx, pkt, 3, 4, struct.pack("!HH", 0, mtu)) if answer else None
             return dropped(drops.FRAGMENTATION_NEEDED, err)
         need_frag_header = fragmented
@@ -235,7 +245,7 @@ def tcp_udp_4to6(
 # -- §4.2: ICMPv4 -> ICMPv6 --------------------------------------------------------------------
 
 
-def icmp_4to6(ctx: Context, msg: bytes, addrs6: bytes) -> bytes | str:
+def icmp_4to6(ctx: Context, msg: bytes, addrs6: bytes, hairpin: bool = False) -> bytes | str:
     """Translate an unfragmented ICMPv4 message; a str return is a drop reason."""
     if len(msg) < 8:
         return drops.TRUNCATED
@@ -250,7 +260,7 @@ def icmp_4to6(ctx: Context, msg: bytes, addrs6: bytes) -> bytes | str:
         mapping = ICMP4_TO_6_ERROR.get((icmp_type, code))
         if mapping is None:
             return drops.ICMP_UNTRANSLATABLE  # §4.2: "silently drop"
-        r = _error_4to6(ctx, msg, mapping)
+        r = _error_4to6(ctx, msg, mapping, hairpin)
         if isinstance(r, str):
             return r
         body = r
@@ -259,7 +269,9 @@ def icmp_4to6(ctx: Context, msg: bytes, addrs6: bytes) -> bytes | str:
     return body[:2] + c.to_bytes(2, "big") + body[4:]
 
 
-def _error_4to6(ctx: Context, msg: bytes, mapping: tuple[int, int, int]) -> bytes | str:
+def _error_4to6(
+    ctx: Context, msg: bytes, mapping: tuple[int, int, int], hairpin: bool
+) -> bytes | str:
     t6, c6, kind = mapping
     data = msg[8:]
     ext = b""
@@ -268,7 +280,7 @@ def _error_4to6(ctx: Context, msg: bytes, mapping: tuple[int, int, int]) -> byte
         quoted = msg[5] * 4
         if quoted >= 128 and len(data) >= quoted + 4:
             data, ext = data[:quoted], data[quoted:]
-    inner = _inner_4to6(ctx, data)
+    inner = _inner_4to6(ctx, data, hairpin)
     if isinstance(inner, str):
         return inner
     if kind == MTU:
@@ -311,7 +323,7 @@ def _packet_too_big_mtu(ctx: Context, msg: bytes, quote: bytes) -> int:
 # -- §4.3: the packet inside an ICMPv4 error ----------------------------------------------------
 
 
-def _inner_4to6(ctx: Context, data: bytes) -> bytes | str:
+def _inner_4to6(ctx: Context, data: bytes, hairpin: bool) -> bytes | str:
     """§4.3: translate the (possibly truncated) IPv4 packet quoted in an error.
 
     Same rules as the outer header, except the TTL is not decremented and nothing is
@@ -327,11 +339,12 @@ def _inner_4to6(ctx: Context, data: bytes) -> bytes | str:
         return drops.BAD_INNER_PACKET
     data = data[:total]  # RFC 4884 zero padding is not part of the quoted packet
     src4, dst4 = data[12:16], data[16:20]
-    # The quoted packet travels the other way: mirror the intrinsic hairpinning rule.
+    # The quoted packet travels the other way: in a hairpinned error (RFC 7757 §4.2) its
+    # destination mirrors the outer source and takes pool6 too.
     s = ctx.mapper.to6(src4)
     if s is None:
         return drops.BAD_INNER_PACKET
-    d = ctx.mapper.to6(dst4, use_eam=not (ctx.intrinsic and s[1]))
+    d = ctx.mapper.to6(dst4, use_eam=not hairpin)
     if d is None:
         return drops.BAD_INNER_PACKET
     addrs6 = s[0] + d[0]

@@ -25,6 +25,7 @@ HOP_BY_HOP, ROUTING, FRAGMENT, DEST_OPTS = 0, 43, 44, 60
 # RFC 7915 §5.1: extension headers the translator skips (Fragment handled on its own).
 SKIPPED_EXTENSIONS = frozenset({HOP_BY_HOP, ROUTING, FRAGMENT, DEST_OPTS})
 ZERO4 = b"\0\0\0\0"
+IPV6_MIN_MTU = 1280  # RFC 8200 §5
 ICMP4_ERROR_ROOM = 576 - 28  # RFC 7915 §5.2 / RFC 1812 §4.3.2.3: errors fit in 576 bytes
 
 
@@ -147,6 +148,8 @@ def translate(ctx: Context, pkt: bytes) -> TranslateResult:
     else:
         offset, more, fragmented = 0, 0, False
     first = offset == 0
+    if proto == ICMPV6 and not fragmented and size < 8:
+        return dropped(drops.TRUNCATED)  # RFC 4443 §2.1: shorter than its header, unanswered
     src6, dst6 = pkt[8:24], pkt[24:40]
     icmp_error = proto == ICMPV6 and first and size > 0 and data[0] < 128
     # RFC 7915 §5.4 + RFC 4443 §2.4(e): no errors about errors, non-first fragments, or
@@ -168,6 +171,15 @@ def translate(ctx: Context, pkt: bytes) -> TranslateResult:
         src4 = s[0]
     elif icmp_error and ctx.rfc6791v4 is not None:
         src4 = ctx.rfc6791v4  # §5.2 + RFC 6791 / RFC 7600: error from an untranslatable router
+    elif (
+        ctx.clat_mode
+        and dst_eam
+        and not icmp_error
+        and not ctx.mapper.in_pool6(int.from_bytes(src6, "big"))
+    ):
+        # clat_mode: the CLAT's peers are the PLAT (pool6) and EAM hosts; anything else is
+        # forged or misrouted. Dropped unanswered (no error towards a forged source).
+        return dropped(drops.FOREIGN_SOURCE)
     else:
         err = icmp6_error(ctx, pkt, 1, 1, ZERO4) if answer else None
         return dropped(drops.UNTRANSLATABLE_SOURCE, err)
@@ -221,8 +233,9 @@ def translate(ctx: Context, pkt: bytes) -> TranslateResult:
         ident, flags = ctx.next_ident(), 0
     if total > ctx.ipv4_mtu:
         if flags & 0x4000:
-            # §5.1: too big for the IPv4 side: Packet Too Big (never below the IPv6 minimum).
-            mtu = max(ctx.ipv4_mtu + 20, ctx.lowest_ipv6_mtu)
+            # §5.1: too big for the IPv4 side: Packet Too Big, MTU + 20 (never below the IPv6
+            # minimum, RFC 8200 §5).
+            mtu = max(ctx.ipv4_mtu + 20, IPV6_MIN_MTU)
             err = icmp6_error(ctx, pkt, 2, 0, mtu.to_bytes(4, "big")) if answer else None
             return dropped(drops.PACKET_TOO_BIG, err)
         out = ipv4_fragments(

@@ -4,8 +4,9 @@ general RFC 7915 path (four_to_six / six_to_four). Both give the same bytes."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import struct
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from . import drops, four_to_six, six_to_four
 from .checksum import address_delta, finish
@@ -16,6 +17,14 @@ from .rewrite import IP6_HEAD, ipv4_header, rewrite_46, rewrite_64
 _FAST4 = struct.Struct("!H2xHBB")  # from octet 2: total length, flags/offset, TTL, protocol
 _FAST6 = struct.Struct("!HBB")  # from octet 4: payload length, next header, hop limit
 _CACHE_SIZE = 4096  # address pairs remembered per direction
+
+
+class PlainPair(NamedTuple):
+    """How an address pair translates in the plain case (`Translator.plain_pair46/64`)."""
+
+    addresses: bytes  # the translated source + destination
+    delta: int  # RFC 1624 checksum delta of the pseudo-header's address change
+    pair_sum: int  # the IPv6 pair's one's complement sum mod 0xFFFF (ICMPv6 pseudo-header)
 
 
 class Translator:
@@ -33,8 +42,8 @@ class Translator:
         self._ctx = ctx = Context(config)
         # Per address pair: (translated addresses, RFC 1624 delta, IPv6 pair's sum mod 0xFFFF),
         # or False: this pair always takes the general path.
-        self._cache46: dict[bytes, tuple[bytes, int, int] | Literal[False]] = {}
-        self._cache64: dict[bytes, tuple[bytes, int, int] | Literal[False]] = {}
+        self._cache46: dict[bytes, PlainPair | Literal[False]] = {}
+        self._cache64: dict[bytes, PlainPair | Literal[False]] = {}
         self._tc_mask = ctx.tc_mask
         self._mtu6 = ctx.ipv6_mtu
         self._lowest6 = ctx.lowest_ipv6_mtu
@@ -43,7 +52,7 @@ class Translator:
         self._reset_tos = ctx.reset_tos
         self._new_tos = ctx.new_tos
 
-    def update_pool6(self, prefix: str | None) -> None:
+    def update_pool6(self, prefix: str | ipaddress.IPv6Network | None) -> None:
         """Swap the RFC 6052 prefix live (e.g. after PLAT prefix rediscovery).
 
         Raises ValueError for an invalid prefix, leaving the current one in place.
@@ -172,7 +181,7 @@ class Translator:
 
     # ---- for callers with a fast path of their own (the offloaded data path) -------------------
 
-    def plain_pair46(self, key: bytes) -> tuple[bytes, int, int] | None:
+    def plain_pair46(self, key: bytes) -> PlainPair | None:
         """How an IPv4 source+destination pair (8 bytes) translates in the plain case: the IPv6
         pair (32 bytes), its RFC 1624 checksum delta, the IPv6 pair's sum mod 0xFFFF. None when
         such packets must take `translate` (hairpinning, denied, untranslatable)."""
@@ -182,7 +191,7 @@ class Translator:
             entry = self._cache46[key]
         return entry or None
 
-    def plain_pair64(self, key: bytes) -> tuple[bytes, int, int] | None:
+    def plain_pair64(self, key: bytes) -> PlainPair | None:
         """The same for an IPv6 source+destination pair (32 bytes) translated to IPv4."""
         entry = self._cache64.get(key)
         if entry is None:
@@ -201,13 +210,18 @@ class Translator:
             cache.clear()
         ctx = self._ctx
         src4, dst4 = key[:4], key[4:]
+        if ctx.clat_mode and not ctx.mapper.in_eam4(int.from_bytes(src4, "big")):
+            cache[key] = False  # a foreign source: `translate` drops it (and the offload path)
+            return
         d = None if dst4 == ctx.local4 else ctx.mapper.to6(dst4)
-        s = None if d is None else ctx.mapper.to6(src4, use_eam=not (ctx.intrinsic and d[1]))
+        s = None if d is None else ctx.mapper.to6(src4)
         if d is None or s is None:
             cache[key] = False
             return
         addrs6 = s[0] + d[0]
-        cache[key] = (addrs6, address_delta(key, addrs6), int.from_bytes(addrs6, "big") % 0xFFFF)
+        cache[key] = PlainPair(
+            addrs6, address_delta(key, addrs6), int.from_bytes(addrs6, "big") % 0xFFFF
+        )
 
     def _learn64(self, key: bytes) -> None:
         """Remember how an IPv6 address pair translates, when it is the plain case."""
@@ -230,4 +244,6 @@ class Translator:
             cache[key] = False
             return
         addrs4 = s[0] + d[0]
-        cache[key] = (addrs4, address_delta(key, addrs4), int.from_bytes(key, "big") % 0xFFFF)
+        cache[key] = PlainPair(
+            addrs4, address_delta(key, addrs4), int.from_bytes(key, "big") % 0xFFFF
+        )
