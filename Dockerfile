@@ -1,7 +1,9 @@
-# clat-operator: one image, two commands.
+# clat-operator: one image, three commands.
 #   clat-operator run      the kopf operator (runs as the non-root user below)
 #   clat-translator run    the CLAT sidecar it injects (runs as root by its securityContext:
 #                          it creates a TUN device and nftables rules in the pod's netns)
+#   clat-node agent|handoff  node mode: the per-node agent, and the unprivileged init step of
+#                          its pods (docs/node-mode.md)
 # `make image` builds this with podman on a debootstrap'd trixie (BASE_IMAGE); anywhere else
 # the default base is Debian's official image.
 ARG BASE_IMAGE=debian:trixie-slim
@@ -36,6 +38,7 @@ COPY pyproject.toml README.md /src/
 COPY translator /src/translator
 COPY --from=bpf /src/translator/clat_translator/bpf/clat.bpf.o /src/translator/clat_translator/bpf/
 COPY operator /src/operator
+COPY node /src/node
 RUN /opt/clat/bin/pip install -q --no-deps --no-build-isolation /src \
  && /opt/clat/bin/pip check \
  && /opt/clat/bin/pip uninstall -q -y pip setuptools

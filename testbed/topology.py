@@ -91,6 +91,9 @@ class Testbed:
     dns_ttl: int = 3
     addr: Addresses = field(default_factory=Addresses)
     verbose: bool = False
+    # More IPv6-only pods beside `pod`, each on a veth of its own from rtr with its own /64
+    # (2001:db8:1N::/64 for the N-th, from 1): `<prefix>-pod1`, `-pod2`, ... (node mode's tests)
+    extra_pods: int = 0
 
     def __post_init__(self) -> None:
         self.pod = f"{self.prefix}-pod"
@@ -98,7 +101,8 @@ class Testbed:
         self.plat = f"{self.prefix}-plat"
         self.r4 = f"{self.prefix}-r4"
         self.srv = f"{self.prefix}-srv"
-        self.namespaces = (self.pod, self.rtr, self.plat, self.r4, self.srv)
+        self.extra = [f"{self.prefix}-pod{n}" for n in range(1, self.extra_pods + 1)]
+        self.namespaces = (self.pod, *self.extra, self.rtr, self.plat, self.r4, self.srv)
         self._created: list[str] = []
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._tmp: Path | None = None
@@ -222,6 +226,14 @@ class Testbed:
             eth0 = self._index(ns, "eth0")
             self._addr6(ns, eth0, a.pod, 64)
             ns.route("add", dst="::", dst_len=0, gateway=a.pod_gateway, family=10)
+        for n, pod in enumerate(self.extra, start=1):
+            self._veth(pod, "eth0", self.rtr, f"to-pod{n}", 1500)
+            with NetNS(pod) as ns:
+                self._addr6(ns, self._index(ns, "eth0"), self.extra_pod_address(n), 64)
+                gateway = self.extra_pod_address(n, host=1)
+                ns.route("add", dst="::", dst_len=0, gateway=gateway, family=10)
+            with NetNS(self.rtr) as ns:
+                self._addr6(ns, self._index(ns, f"to-pod{n}"), gateway, 64)
         with NetNS(self.rtr) as ns:
             self._addr6(ns, self._index(ns, "to-pod"), a.pod_gateway, 64)
             self._addr6(ns, self._index(ns, "to-plat"), a.rtr_far, 64)
@@ -251,6 +263,11 @@ class Testbed:
             ns.route("add", dst="0.0.0.0", dst_len=0, gateway=a.r4_far)
         # The server namespace is IPv4-only, as the far side of a NAT64 is.
         self.sysctl(self.srv, "net.ipv6.conf.all.disable_ipv6", "1")
+
+    @staticmethod
+    def extra_pod_address(n: int, host: int = 2) -> str:
+        """The address of the n-th extra pod (host 2) or of its gateway on rtr (host 1)."""
+        return f"2001:db8:{0x10 + n:x}::{host}"
 
     def _veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int) -> None:
         with NetNS(ns_a) as a:

@@ -7,8 +7,9 @@
   PodRegistry     the served pods by uid: the namespace descriptor stays open while served,
                   release closes it and runs the teardown
 
-Blocking work (netlink inside a namespace, the API server) runs in the server's threads; the
-hellos are read on the event loop. One slow or silent pod never holds up another.
+Blocking work (netlink inside a namespace) runs in the server's threads; the hellos and the API
+server's answers (kubernetes_asyncio) are awaited on the event loop. One slow or silent pod never
+holds up another.
 """
 
 from __future__ import annotations
@@ -242,8 +243,8 @@ class HandoffServer:
         self._connections: set[socket.socket] = set()
         self._pod_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._own_namespaces = netns.own_namespace_keys()
-        # Its own threads for the blocking steps (netlink in a namespace, the API server, which
-        # may wait for the kubelet's podIPs): a burst of pods does not starve the default pool.
+        # Its own threads for the blocking steps (netlink in a namespace): a burst of pods does
+        # not starve the default pool.
         self._threads = ThreadPoolExecutor(max_workers=max_blocking, thread_name_prefix="handoff")
 
     async def _blocking(self, work: Callable[..., T], *args: object) -> T:
@@ -361,7 +362,7 @@ class HandoffServer:
                     identity = await self._blocking(netns.identify, netns_fd)
                 except OSError as exc:
                     raise HandoffRefused(f"cannot look into the namespace: {exc}") from None
-                pod = await self._blocking(self.verifier.verify, hello, identity)
+                pod = await self.verifier.verify(hello, identity)
                 if served is not None:
                     # Same pod, new namespace: its sandbox was re-created; the old one is dead.
                     await self.registry.release(hello.uid, "the pod handed over a new namespace")

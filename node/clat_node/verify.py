@@ -10,6 +10,7 @@ docs/node-mode.md for what this does not cover).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import time
@@ -50,8 +51,8 @@ class VerifiedPod:
 
 
 class PodVerifier(Protocol):
-    def verify(self, hello: Hello, identity: NamespaceIdentity) -> VerifiedPod:
-        """Blocking. The pod the namespace belongs to, or HandoffRefused saying why not."""
+    async def verify(self, hello: Hello, identity: NamespaceIdentity) -> VerifiedPod:
+        """The pod the namespace belongs to, or HandoffRefused saying why not."""
         ...
 
 
@@ -113,7 +114,7 @@ def matching_address(pod: Pod, identity: NamespaceIdentity) -> ipaddress.IPv6Add
 
 
 class KubernetesPodVerifier:
-    """PodVerifier against the API server, through the `kubernetes` client (blocking calls).
+    """PodVerifier against the API server, through `kubernetes_asyncio` (the operator's client).
 
     Needs RBAC `get` on pods and namespaces (namespaces only for the namespace-label opt-in),
     and `list` on pods for `live_pod_uids`.
@@ -121,7 +122,7 @@ class KubernetesPodVerifier:
 
     def __init__(
         self,
-        api: Any,  # kubernetes.client.CoreV1Api
+        api: Any,  # kubernetes_asyncio.client.CoreV1Api
         node_name: str,
         wait_for_ips: float = 30.0,
         poll_interval: float = 0.5,
@@ -134,57 +135,71 @@ class KubernetesPodVerifier:
         self.request_timeout = request_timeout
 
     @classmethod
-    def from_environment(cls, node_name: str, **kwargs: Any) -> KubernetesPodVerifier:
+    async def from_environment(cls, node_name: str, **kwargs: Any) -> KubernetesPodVerifier:
         """In a pod: its service account; elsewhere: KUBECONFIG / ~/.kube/config."""
-        from kubernetes import client, config
+        from kubernetes_asyncio import client, config
 
+        configuration = client.Configuration()
         try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(client.CoreV1Api(), node_name, **kwargs)
+            await config.load_kube_config(client_configuration=configuration)
+        return cls(client.CoreV1Api(client.ApiClient(configuration)), node_name, **kwargs)
 
-    def _get(self, call: Any, *args: Any, what: str, **kwargs: Any) -> dict[str, Any] | None:
+    async def close(self) -> None:
+        """Close the client's HTTP session (its connections)."""
+        await self.api.api_client.close()
+
+    async def _get(self, call: Any, *args: Any, what: str, **kwargs: Any) -> dict[str, Any] | None:
         """One API read as plain JSON; None for 404; ApiError when the API cannot answer."""
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes_asyncio.client.exceptions import ApiException
 
         try:
-            response = call(
+            response = await call(
                 *args, _preload_content=False, _request_timeout=self.request_timeout, **kwargs
             )
-            body: dict[str, Any] = json.loads(response.data)
-            return body
+            # Unloaded, the client leaves the status to us (it raises only when it loads).
+            async with response:
+                status, reason = response.status, response.reason
+                raw = await response.read()
         except ApiException as exc:
-            if exc.status == 404:
-                return None
-            refused = f"the API server refused to read {what}: {exc.status} {exc.reason}"
-            raise ApiError(refused) from None
-        except Exception as exc:  # urllib3's MaxRetryError, bad JSON ...: one line, no traceback
+            status, reason, raw = exc.status, exc.reason, b"{}"
+        except Exception as exc:  # aiohttp's connection errors, timeouts: one line
+            detail = str(exc) or type(exc).__name__
+            raise ApiError(f"cannot read {what} from the API server: {detail}") from None
+        if status == 404:
+            return None
+        if not 200 <= status < 300:
+            raise ApiError(f"the API server refused to read {what}: {status} {reason}")
+        try:
+            body: dict[str, Any] = json.loads(raw)
+        except ValueError as exc:
             raise ApiError(f"cannot read {what} from the API server: {exc}") from None
+        return body
 
-    def _read_pod(self, hello: Hello) -> dict[str, Any]:
-        pod = self._get(
+    async def _read_pod(self, hello: Hello) -> dict[str, Any]:
+        pod = await self._get(
             self.api.read_namespaced_pod, hello.name, hello.namespace, what=f"pod {hello.pod}"
         )
         if pod is None:
             raise HandoffRefused(f"pod {hello.pod} does not exist")
         return pod
 
-    def verify(self, hello: Hello, identity: NamespaceIdentity) -> VerifiedPod:
+    async def verify(self, hello: Hello, identity: NamespaceIdentity) -> VerifiedPod:
         try:
-            return self._verify(hello, identity)
+            return await self._verify(hello, identity)
         except ApiError as exc:
             raise HandoffRefused(str(exc)) from None
 
-    def _verify(self, hello: Hello, identity: NamespaceIdentity) -> VerifiedPod:
+    async def _verify(self, hello: Hello, identity: NamespaceIdentity) -> VerifiedPod:
         deadline = time.monotonic() + self.wait_for_ips
-        pod = self._read_pod(hello)
+        pod = await self._read_pod(hello)
         why = refusal(pod, hello, self.node_name)
         if why:
             raise HandoffRefused(why)
         labels: Mapping[str, str] | None = None
         if says_nothing(pod):
-            namespace = self._get(
+            namespace = await self._get(
                 self.api.read_namespace, hello.namespace, what=f"namespace {hello.namespace}"
             )
             labels = _metadata(namespace or {}).get("labels") or {}
@@ -199,8 +214,8 @@ class KubernetesPodVerifier:
                 raise HandoffRefused(
                     f"pod {hello.pod} reports no IPv6 podIP after {self.wait_for_ips:g} s"
                 )
-            time.sleep(self.poll_interval)
-            pod = self._read_pod(hello)
+            await asyncio.sleep(self.poll_interval)
+            pod = await self._read_pod(hello)
             why = refusal(pod, hello, self.node_name)
             if why:
                 raise HandoffRefused(why)
@@ -220,9 +235,11 @@ class KubernetesPodVerifier:
             annotations=dict(_metadata(pod).get("annotations") or {}),
         )
 
-    def live_pod_uids(self) -> set[str]:
-        """The uids of the pods the API has on this node (to release the ones that are gone)."""
-        listing = self._get(
+    async def live_pod_uids(self) -> set[str]:
+        """The uids of the pods the API has on this node (to release the ones that are gone).
+
+        ApiError when the API cannot answer: then nothing may be released."""
+        listing = await self._get(
             self.api.list_pod_for_all_namespaces,
             what=f"the pods of node {self.node_name}",
             field_selector=f"spec.nodeName={self.node_name}",

@@ -222,7 +222,7 @@ async def agent(api: Emulator, socket_dir: str) -> AsyncIterator[Agent]:
     finally:
         await server.close()
         await registry.release_all("test over")
-        verifier.api.api_client.close()
+        await verifier.close()
     assert not os.path.exists(socket_path)
     assert netns_fds() == held_before, "the agent kept a namespace descriptor open"
     # All descriptors back to the count before, once the emulator has seen the client's HTTP

@@ -1,8 +1,8 @@
 """kmock's Kubernetes emulator as the API server of the node tests, over real HTTP.
 
-The emulator runs in its own thread and event loop, so the agent's verifier (the `kubernetes`
-client, blocking, called from any thread) talks to it as to an API server. Pods and namespaces
-are stored as the API would hold them; the tests change them through the emulator's store
+The emulator runs in its own thread and event loop, so the agent's verifier (`kubernetes_asyncio`,
+on the test's event loop, or the agent as a process) talks to it as to an API server. Pods and
+namespaces are stored as the API would hold them; the tests change them through the emulator's store
 (what the kubelet and the scheduler would do) or through the client (what a user would do).
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import kmock
-from kubernetes import client
+from kubernetes_asyncio import client
 
 T = TypeVar("T")
 
@@ -88,9 +88,35 @@ class Emulator:
         self._call(go)
 
     def core_v1(self) -> Any:
+        """A kubernetes_asyncio CoreV1Api on this emulator; make it inside the event loop that
+        uses it, and close its `api_client` there."""
         configuration = client.Configuration()
         configuration.host = self.url
         return client.CoreV1Api(client.ApiClient(configuration))
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """DELETE the pod over HTTP, as a user would (blocking; from any thread)."""
+        import urllib.request
+
+        url = f"{self.url}/api/v1/namespaces/{namespace}/pods/{name}"
+        with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10):
+            pass
+
+    def kubeconfig(self, path: str) -> str:
+        """A kubeconfig file for this emulator (for the agent run as a process); its path."""
+        import yaml
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+            "users": [{"name": "agent", "user": {"token": "node-agent"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "agent"}}],
+            "current-context": "kmock",
+        }
+        with open(path, "w") as out:
+            yaml.safe_dump(config, out)
+        return path
 
     # ---- objects as the API holds them ----------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -138,27 +139,51 @@ def test_wire_format_round_trips_and_refuses_garbage() -> None:
             Hello(namespace=namespace, name=name, uid=uid)
 
 
-def test_docs_name_every_handoff_flag_its_variable_and_default() -> None:
+@pytest.mark.parametrize(("command", "count"), [("handoff", 5), ("agent", 9)])
+def test_docs_name_every_flag_its_variable_and_default(command: str, count: int) -> None:
     import argparse
 
     from clat_node.cli import build_parser
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "node-mode.md").read_text()
+    # The command's own section: from its heading to the next one.
+    section = doc.split(f"### `clat-node {command}`", 1)[1].split("\n#", 1)[0]
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    handoff = commands.choices["handoff"]
-    flags = [a for a in handoff._actions if a.option_strings and a.dest != "help"]
-    assert len(flags) == 5
+    flags = [a for a in commands.choices[command]._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) == count
     for action in flags:
         flag = action.option_strings[0]
         env = "CLAT_" + flag.lstrip("-").upper().replace("-", "_")
-        default = (
-            "required"
+        # No default: "required", or "unset" where the command then finds the value itself.
+        defaults = (
+            {"required", "unset"}
             if action.default is None
-            else f"{action.default:g}"
+            else {f"{action.default:g}"}
             if isinstance(action.default, float)
-            else str(action.default)
+            else {str(action.default)}
         )
-        row = next((line for line in doc.splitlines() if line.startswith(f"| `{flag} ")), None)
-        assert row, f"docs/node-mode.md has no row for {flag}"
-        assert f"`{env}`" in row and f"| {default} |" in row.replace("`", ""), row
+        row = next(
+            (line for line in section.splitlines() if re.match(rf"\| `{flag}[ `]", line)), None
+        )
+        assert row, f"docs/node-mode.md has no row for {command} {flag}"
+        assert f"`{env}`" in row, row
+        assert any(f"| {default} |" in row.replace("`", "") for default in defaults), row
+
+
+def test_the_agent_needs_a_node_name_and_a_known_datapath() -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    missing = subprocess.run(
+        [CLAT_NODE, "agent"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert missing.returncode == 2
+    assert "agent needs --node-name (env CLAT_NODE_NAME)" in missing.stderr
+    bad = subprocess.run(
+        [CLAT_NODE, "agent", "--node-name", "n", "--datapath", "fast"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 2
+    assert "'fast': one of auto, kernel, userspace" in bad.stderr

@@ -12,7 +12,6 @@ import re
 
 import pytest
 from clat_node.agent import HandoffServer
-from kubernetes import client
 from pyroute2 import NetNS, netns
 
 from tests.node.conftest import (
@@ -236,8 +235,8 @@ async def test_pods_gone_from_the_api_are_released(pods: Pods, api: Emulator, ag
     add_pod(api, pods.b)
     for pod in (pods.a, pods.b):
         assert (await handoff(pod.netns, agent.socket_path, pod)).returncode == 0
-    client.CoreV1Api(agent.verifier.api.api_client).delete_namespaced_pod(pods.a.name, "shop")
-    live = await asyncio.to_thread(agent.verifier.live_pod_uids)
+    await asyncio.to_thread(api.delete_pod, "shop", pods.a.name)
+    live = await agent.verifier.live_pod_uids()
     assert await agent.registry.reconcile(live) == [pods.a.uid]
     assert marks(pods.a.netns) == []
     assert marks(pods.b.netns) == [MARK]
