@@ -111,7 +111,8 @@ def check(settings: config.Config) -> int:
             print(f"  TLS file {path}: {state}")
     runtime = injection.Runtime(native_sidecar=settings.native_sidecar != config.NativeSidecar.OFF)
     plan = injection.plan(_SAMPLE_POD, "default", {}, settings, runtime)
-    sidecars = plan.init_containers if plan.native else plan.containers
+    node = plan.mode is config.ClatMode.NODE
+    sidecars = plan.init_containers if plan.native or node else plan.containers
     if not plan.inject or not sidecars:
         print(
             f"clat-operator: error: the sample pod was not injected: {plan.reason}", file=sys.stderr
@@ -120,8 +121,18 @@ def check(settings: config.Config) -> int:
     if plan.pod_sysctls:
         wanted = " ".join(f"{item['name']}={item['value']}" for item in plan.pod_sysctls)
         print(f"  pod securityContext.sysctls (allow them on the kubelet): {wanted}")
-    print(f"  an opted-in pod gets ({'native sidecar' if plan.native else 'classic container'}):")
+    kind = (
+        "node mode: init container"
+        if node
+        else "native sidecar"
+        if plan.native
+        else "classic container"
+    )
+    print(f"  an opted-in pod gets ({kind}):")
     print(json.dumps(sidecars[0], indent=2))
+    for volume in plan.volumes or []:
+        if volume.get("name") == contract.HANDOFF_VOLUME_NAME:
+            print(f"  and the volume: {json.dumps(volume)}")
     return 0
 
 

@@ -33,6 +33,13 @@ class NativeSidecar(enum.StrEnum):
     OFF = "off"
 
 
+class ClatMode(enum.StrEnum):
+    """How opted-in pods get their CLAT (validation.MODE_VALUES; the annotation clat.io/mode)."""
+
+    SIDECAR = "sidecar"
+    NODE = "node"
+
+
 class SecurityMode(enum.StrEnum):
     PRIVILEGED = "privileged"
     CAPABILITIES = "capabilities"
@@ -48,6 +55,8 @@ _FALSE = ("false", "0", "no", "off")
 @dataclasses.dataclass(frozen=True)
 class Config:
     namespace: str = ""
+    mode: ClatMode = ClatMode.SIDECAR
+    node_socket_dir: str = contract.DEFAULT_NODE_SOCKET_DIR
     sidecar_image: str = contract.DEFAULT_SIDECAR_IMAGE
     sidecar_image_pull_policy: str = "IfNotPresent"
     plat_prefix: str = ""
@@ -97,6 +106,12 @@ class Config:
 
         return cls(
             namespace=get("CLAT_OPERATOR_NAMESPACE"),
+            mode=ClatMode(
+                _choice("CLAT_OPERATOR_MODE", get("CLAT_OPERATOR_MODE"), tuple(ClatMode))
+            ),
+            node_socket_dir=_host_directory(
+                "CLAT_OPERATOR_NODE_SOCKET_DIR", get("CLAT_OPERATOR_NODE_SOCKET_DIR")
+            ),
             sidecar_image=_image(get("CLAT_OPERATOR_SIDECAR_IMAGE")),
             sidecar_image_pull_policy=_choice(
                 "CLAT_OPERATOR_SIDECAR_IMAGE_PULL_POLICY",
@@ -154,10 +169,12 @@ class Config:
         prefix = self.plat_prefix or ("discover" if self.discover_prefix else "by-sidecar")
         parts = [
             f"namespace={self.namespace or '-'}",
+            f"mode={self.mode}",
             f"image={self.sidecar_image}",
             f"plat-prefix={prefix}",
             f"mtu={self.mtu or 'auto'}",
             f"security-mode={self.security_mode}",
+            *([f"node-socket-dir={self.node_socket_dir}"] if self.mode is ClatMode.NODE else []),
             f"native-sidecar={self.native_sidecar}",
             f"restart-missing={str(self.restart_missing).lower()}",
             f"exclude={','.join(sorted(self.exclude_namespaces)) or '-'}",
@@ -200,6 +217,19 @@ def _bool(name: str, value: str) -> bool:
 def _image(value: str) -> str:
     if not value or any(ch.isspace() for ch in value):
         raise ConfigError(f"CLAT_OPERATOR_SIDECAR_IMAGE={value!r} is not an image reference")
+    return value
+
+
+def _host_directory(name: str, value: str) -> str:
+    """An absolute, normalised path on the node (it becomes a hostPath volume's path)."""
+    parts = value.split("/")
+    if not value.startswith("/") or value == "/" or any(p in ("", ".", "..") for p in parts[1:]):
+        raise ConfigError(
+            f"{name}={value!r} is not an absolute directory path on the node "
+            "(no '.', '..', '//' or trailing '/'; not '/')"
+        )
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise ConfigError(f"{name}={value!r} contains whitespace or control characters")
     return value
 
 

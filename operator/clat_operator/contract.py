@@ -54,6 +54,7 @@ ANNOTATION_PLAT_PREFIX = "clat.io/plat-prefix"
 ANNOTATION_MTU = "clat.io/mtu"
 ANNOTATION_V6_ADDRESS = "clat.io/v6-address"
 ANNOTATION_DATAPATH = "clat.io/datapath"  # the sidecar's --datapath (CLAT_DATAPATH)
+ANNOTATION_MODE = "clat.io/mode"  # sidecar | node: overrides CLAT_OPERATOR_MODE for the pod
 LABEL_ENABLED = "clat.io/enabled"  # on pods and on namespaces
 # Written by the operator on injected pods (JSON: mode, prefix and where it came from).
 ANNOTATION_INJECTED = "clat.io/injected"
@@ -63,7 +64,30 @@ USER_ANNOTATIONS = (
     ANNOTATION_MTU,
     ANNOTATION_V6_ADDRESS,
     ANNOTATION_DATAPATH,
+    ANNOTATION_MODE,
 )
+# Per-pod settings the node agent does not apply (it gives every pod of the node the node's
+# PLAT prefix, its internal ULA, the route MTU it derives and its own data path): in node mode
+# they are checked and then ignored with an admission warning.
+NODE_MODE_IGNORED_ANNOTATIONS = (
+    ANNOTATION_PLAT_PREFIX,
+    ANNOTATION_MTU,
+    ANNOTATION_V6_ADDRESS,
+    ANNOTATION_DATAPATH,
+)
+
+# ---- node mode: the init container that hands the pod's network namespace to clat-node -----
+HANDOFF_CONTAINER_NAME = "clat-handoff"
+HANDOFF_VOLUME_NAME = "clat-handoff-socket"
+# Where the init container sees the agent's socket directory (read-only); the socket in it is
+# clat-node's default (clat_node.protocol.DEFAULT_SOCKET; the seam test holds them equal).
+HANDOFF_SOCKET_MOUNT = "/run/clat-node"
+HANDOFF_SOCKET = f"{HANDOFF_SOCKET_MOUNT}/handoff.sock"
+# The node's directory holding the agent's socket (a hostPath; the chart's node.socketDir).
+DEFAULT_NODE_SOCKET_DIR = "/run/clat-node/socket"
+# Any non-root uid works: connect(2) needs only the socket's mode (0666), no capability.
+HANDOFF_UID = 65534
+DEFAULT_HANDOFF_RESOURCES = '{"requests":{"cpu":"10m","memory":"16Mi"},"limits":{"memory":"64Mi"}}'
 
 # The sidecar's HTTP port (clat-translator's default --listen [::]:9180; /healthz, /readyz,
 # /metrics) and the name the injected container gives it (the chart's PodMonitor scrapes it by
@@ -93,6 +117,14 @@ RESTART_MISSING_API_CALLS: tuple[ApiCall, ...] = (
 )
 # Every call of the operator running in the cluster (what the chart's ClusterRole grants).
 API_CALLS: tuple[ApiCall, ...] = BASE_API_CALLS + RESTART_MISSING_API_CALLS
+
+# The node agent (clat-node agent, node/clat_node/verify.py): reads the pod named in a hand-off
+# and its namespace's labels, and lists the pods of its node (fieldSelector spec.nodeName) to
+# release the ones that are gone. It watches nothing. The chart's node ClusterRole grants these.
+NODE_API_CALLS: tuple[ApiCall, ...] = (
+    ApiCall("", "pods", _({"get", "list"}), namespaced=True),
+    ApiCall("", "namespaces", _({"get"}), namespaced=False),
+)
 
 # Only in local dev mode (with the developer's own kubeconfig): never granted by the chart.
 # (kopf's managed mode also creates an empty ValidatingWebhookConfiguration of the same name.)
@@ -141,6 +173,21 @@ SETTINGS: tuple[Setting, ...] = (
         "--namespace",
         "",
         "the operator's own namespace (downward API): never injected",
+    ),
+    Setting(
+        "CLAT_OPERATOR_MODE",
+        "--mode",
+        "sidecar",
+        "how opted-in pods get their CLAT: sidecar (a clat container), or node (the node's "
+        "clat-node agent, handed the pod's namespace by an unprivileged init container); "
+        "a pod overrides it with clat.io/mode",
+    ),
+    Setting(
+        "CLAT_OPERATOR_NODE_SOCKET_DIR",
+        "--node-socket-dir",
+        DEFAULT_NODE_SOCKET_DIR,
+        "node mode: the node's directory with clat-node's hand-off socket (a hostPath the "
+        "init container mounts read-only)",
     ),
     Setting(
         "CLAT_OPERATOR_SIDECAR_IMAGE",

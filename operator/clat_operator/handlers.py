@@ -24,7 +24,7 @@ from typing import Any
 import kopf
 
 from clat_operator import certs, contract, discovery, injection, kube, reporting
-from clat_operator.config import Config, ConfigError, NativeSidecar
+from clat_operator.config import ClatMode, Config, ConfigError, NativeSidecar
 from clat_operator.health import HealthServer
 from clat_operator.webhook import ClatWebhookServer
 
@@ -333,13 +333,22 @@ async def inject(
         patch.spec["containers"] = plan.containers
     if plan.pod_sysctls is not None:
         patch.spec["securityContext"] = {"sysctls": plan.pod_sysctls}
+    if plan.volumes is not None:
+        patch.spec["volumes"] = plan.volumes
     for key, value in plan.annotations.items():
         patch.metadata.annotations[key] = value
     assert plan.settings is not None
+    dry = " [dry run]" if dryrun else ""
+    if plan.mode is ClatMode.NODE:
+        logger.info(
+            f"pod {namespace}/{name}: inject {contract.HANDOFF_CONTAINER_NAME} (node mode; "
+            f"{plan.reason}; prefix by the node agent){dry}"
+        )
+        return
     logger.info(
         f"pod {namespace}/{name}: inject clat ({'native' if plan.native else 'classic'}; "
         f"{plan.reason}; prefix {plan.settings.plat_prefix or 'by sidecar'} "
-        f"from {plan.settings.prefix_source}){' [dry run]' if dryrun else ''}"
+        f"from {plan.settings.prefix_source}){dry}"
     )
 
 

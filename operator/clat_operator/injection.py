@@ -1,4 +1,7 @@
-"""Which pods get the `clat` sidecar, and what exactly is added to them. Pure: no I/O, no kopf.
+"""Which pods get a CLAT, and what exactly is added to them. Pure: no I/O, no kopf.
+
+Sidecar mode adds the `clat` container; node mode adds the unprivileged `clat-handoff` init
+container that hands the pod's network namespace to the node's clat-node agent.
 
 The admission webhook applies `plan()` to a pod being created; the watch side asks the same
 questions of running pods, so both always agree on "this pod should have a sidecar".
@@ -14,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clat_operator import contract, validation
-from clat_operator.config import Config, SecurityMode
+from clat_operator.config import ClatMode, Config, SecurityMode
 
 Pod = Mapping[str, Any]
 
@@ -64,6 +67,7 @@ class Plan:
     reason: str
     warnings: tuple[str, ...] = ()
     native: bool = False
+    mode: ClatMode = ClatMode.SIDECAR
     settings: SidecarSettings | None = None
     # Merge-patch style changes: whole lists replaced, annotations added.
     containers: list[dict[str, Any]] | None = None
@@ -71,6 +75,8 @@ class Plan:
     annotations: dict[str, str] = dataclasses.field(default_factory=dict)
     # The pod's whole securityContext.sysctls list when the sidecar needs one added.
     pod_sysctls: list[dict[str, str]] | None = None
+    # The pod's whole volumes list when one is added (node mode: the socket directory).
+    volumes: list[dict[str, Any]] | None = None
 
 
 # Without privileges /proc/sys is read-only in the container, so in capabilities mode the
@@ -99,14 +105,36 @@ def pod_labels(pod: Pod) -> Mapping[str, str]:
     return meta(pod).get("labels") or {}
 
 
+CLAT_CONTAINER_NAMES = (contract.SIDECAR_CONTAINER_NAME, contract.HANDOFF_CONTAINER_NAME)
+
+
+def clat_container_name(pod: Pod) -> str | None:
+    """`clat` or `clat-handoff` if the pod has one (in either list), else None."""
+    for key in ("initContainers", "containers"):
+        for c in spec(pod).get(key) or []:
+            if c.get("name") in CLAT_CONTAINER_NAMES:
+                return str(c["name"])
+    return None
+
+
 def has_sidecar(pod: Pod) -> bool:
-    """A container named `clat` anywhere means "already done" (idempotent re-admission)."""
-    name = contract.SIDECAR_CONTAINER_NAME
-    return any(
-        c.get("name") == name
-        for key in ("initContainers", "containers")
-        for c in spec(pod).get(key) or []
-    )
+    """A container named `clat` or `clat-handoff` anywhere means "already done" (idempotent
+    re-admission, in either mode)."""
+    return clat_container_name(pod) is not None
+
+
+def pod_mode(pod: Pod, config: Config) -> tuple[ClatMode, str]:
+    """The pod's clat.io/mode, else the cluster's CLAT_OPERATOR_MODE, and which one decided.
+
+    Raises InvalidAnnotations for a value other than sidecar or node."""
+    notes = pod_annotations(pod)
+    if contract.ANNOTATION_MODE not in notes:
+        return config.mode, "cluster setting"
+    raw = notes[contract.ANNOTATION_MODE]
+    try:
+        return ClatMode(validation.mode(raw)), f"annotation {contract.ANNOTATION_MODE}"
+    except ValueError as e:
+        raise InvalidAnnotations([_bad(contract.ANNOTATION_MODE, raw, e)]) from None
 
 
 def pod_choice(pod: Pod) -> tuple[bool | None, str]:
@@ -158,7 +186,10 @@ def unknown_annotation_warnings(pod: Pod) -> list[str]:
 
 
 def ineligible(pod: Pod, namespace: str, config: Config, native: bool) -> str | None:
-    """Why a pod can never get the sidecar, whatever it asks for (None: it can)."""
+    """Why a pod can never get the sidecar, whatever it asks for (None: it can).
+
+    `native`: the injected container runs before the app and ends or restarts on its own (a
+    native sidecar, or node mode's init container, which exits once IPv4 works)."""
     if config.excluded(namespace):
         return f"namespace {namespace} is excluded"
     if spec(pod).get("hostNetwork"):
@@ -293,6 +324,71 @@ def security_context(mode: SecurityMode, datapath: str | None = None) -> dict[st
     }
 
 
+def handoff_container(config: Config) -> dict[str, Any]:
+    """Node mode's init container: `clat-node handoff`, with no privilege at all.
+
+    It passes the pod's own network namespace to the agent over the socket and exits 0 once
+    the agent answers that IPv4 works, so the app containers (and later init containers) start
+    only then. Every field the Pod Security Standards' "restricted" level asks of a container is
+    set here, whatever the pod says; only the hostPath volume is outside that level.
+    """
+
+    def field(path: str) -> dict[str, Any]:
+        return {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+    return {
+        "name": contract.HANDOFF_CONTAINER_NAME,
+        "image": config.sidecar_image,
+        "imagePullPolicy": config.sidecar_image_pull_policy,
+        "command": ["clat-node", "handoff"],
+        "env": [
+            {"name": "CLAT_POD_NAMESPACE"} | field("metadata.namespace"),
+            {"name": "CLAT_POD_NAME"} | field("metadata.name"),
+            {"name": "CLAT_POD_UID"} | field("metadata.uid"),
+            {"name": "CLAT_SOCKET", "value": contract.HANDOFF_SOCKET},
+        ],
+        "resources": json.loads(contract.DEFAULT_HANDOFF_RESOURCES),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": contract.HANDOFF_UID,
+            "runAsGroup": contract.HANDOFF_UID,
+            "privileged": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {
+                "name": contract.HANDOFF_VOLUME_NAME,
+                "mountPath": contract.HANDOFF_SOCKET_MOUNT,
+                "readOnly": True,
+            }
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def handoff_volume(config: Config) -> dict[str, Any]:
+    # DirectoryOrCreate: a pod that comes before the node's agent starts (and waits for it,
+    # saying so in its log) instead of hanging in ContainerCreating on a failed mount.
+    return {
+        "name": contract.HANDOFF_VOLUME_NAME,
+        "hostPath": {"path": config.node_socket_dir, "type": "DirectoryOrCreate"},
+    }
+
+
+def node_mode_warnings(pod: Pod) -> list[str]:
+    given = [k for k in contract.NODE_MODE_IGNORED_ANNOTATIONS if k in pod_annotations(pod)]
+    if not given:
+        return []
+    return [
+        f"{', '.join(given)} ignored: in node mode the node's clat-node agent gives every pod "
+        f"its node's PLAT prefix, MTU, internal CLAT address and data path (set "
+        f'{contract.ANNOTATION_MODE}: "sidecar" for per-pod settings)'
+    ]
+
+
 def own_sysctls(pod: Pod) -> list[dict[str, str]]:
     """The sysctls the pod itself asks for (securityContext.sysctls)."""
     return list((spec(pod).get("securityContext") or {}).get("sysctls") or [])
@@ -335,12 +431,16 @@ def free_port(pod: Pod) -> int | None:
     return next((p for p in (contract.SIDECAR_HTTP_PORT, *_SPARE_PORTS) if p not in used), None)
 
 
-def injected_annotation(settings: SidecarSettings, native: bool, config: Config) -> str:
+def injected_annotation(
+    settings: SidecarSettings, native: bool, config: Config, mode: ClatMode = ClatMode.SIDECAR
+) -> str:
+    node = mode is ClatMode.NODE
     return json.dumps(
         {
-            "mode": "native" if native else "classic",
-            "platPrefix": settings.plat_prefix or None,
-            "prefixSource": str(settings.prefix_source),
+            "mode": "node" if node else "native" if native else "classic",
+            # In node mode the agent's prefix applies, which the operator does not know.
+            "platPrefix": None if node else settings.plat_prefix or None,
+            "prefixSource": "node-agent" if node else str(settings.prefix_source),
             "image": config.sidecar_image,
             "operator": contract.VERSION,
         },
@@ -393,13 +493,19 @@ def plan(
         if settings_given:
             warnings.append(f"{', '.join(settings_given)} ignored: the pod is not opted in ({why})")
         return Plan(False, why, tuple(warnings))
-    if has_sidecar(pod):
-        return Plan(False, "the pod already has a clat container", tuple(warnings))
-    reason = ineligible(pod, namespace, config, native)
+    existing = clat_container_name(pod)
+    if existing is not None:
+        return Plan(False, f"the pod already has a {existing} container", tuple(warnings))
+    mode, mode_from = pod_mode(pod, config)
+    node = mode is ClatMode.NODE
+    reason = ineligible(pod, namespace, config, native or node)
     if reason is not None:
-        warnings.append(f"clat sidecar not injected: {reason}")
+        warnings.append(f"clat {'hand-off' if node else 'sidecar'} not injected: {reason}")
         return Plan(False, reason, tuple(warnings))
+    # Checked in both modes: a bad value is refused the same way whichever mode serves the pod.
     settings = sidecar_settings(pod, config, runtime)
+    if node:
+        return _node_plan(pod, config, settings, f"{why}; node mode from the {mode_from}", warnings)
     conflicts = conflicting_sysctls(pod, config.security_mode)
     if conflicts:
         raise InvalidAnnotations(conflicts)
@@ -441,6 +547,36 @@ def plan(
         containers=[sidecar, *containers],
         annotations=new_annotations,
         pod_sysctls=sysctls,
+    )
+
+
+def _node_plan(
+    pod: Pod, config: Config, settings: SidecarSettings, why: str, warnings: list[str]
+) -> Plan:
+    volumes = [dict(v) for v in spec(pod).get("volumes") or []]
+    if any(v.get("name") == contract.HANDOFF_VOLUME_NAME for v in volumes):
+        raise InvalidAnnotations(
+            [
+                f"the pod already has a volume named {contract.HANDOFF_VOLUME_NAME}, which node "
+                f"mode needs for the clat-node socket: rename it"
+            ]
+        )
+    init_containers = [dict(c) for c in spec(pod).get("initContainers") or []]
+    return Plan(
+        True,
+        why,
+        (*warnings, *node_mode_warnings(pod)),
+        native=False,
+        mode=ClatMode.NODE,
+        settings=settings,
+        # First: ordinary init containers after it, and the app, already have IPv4.
+        init_containers=[handoff_container(config), *init_containers],
+        annotations={
+            contract.ANNOTATION_INJECTED: injected_annotation(
+                settings, False, config, ClatMode.NODE
+            )
+        },
+        volumes=[*volumes, handoff_volume(config)],
     )
 
 

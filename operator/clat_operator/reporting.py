@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from clat_operator import contract, injection, kube
-from clat_operator.config import Config
+from clat_operator.config import ClatMode, Config
 from clat_operator.injection import Pod, Runtime
 
 logger = logging.getLogger(__name__)
@@ -53,12 +53,26 @@ def describe(pod: Pod) -> str:
 
 
 def clat_status(pod: Pod) -> Mapping[str, Any] | None:
+    """The status of the pod's `clat` sidecar or `clat-handoff` init container."""
+    name = injection.clat_container_name(pod) or contract.SIDECAR_CONTAINER_NAME
     status = pod.get("status") or {}
     for key in ("initContainerStatuses", "containerStatuses"):
         for item in status.get(key) or []:
-            if item.get("name") == contract.SIDECAR_CONTAINER_NAME:
+            if item.get("name") == name:
                 return dict(item)
     return None
+
+
+def clat_done(status: Mapping[str, Any] | None) -> bool:
+    """The CLAT works: the sidecar is ready, or the hand-off init container ended with 0 (its
+    exit 0 means the node agent said IPv4 works; an init container that ended is never "ready").
+    """
+    if status is None:
+        return False
+    if status.get("name") == contract.HANDOFF_CONTAINER_NAME:
+        ended = (status.get("state") or {}).get("terminated") or {}
+        return ended.get("exitCode") == 0
+    return bool(status.get("ready"))
 
 
 def scheduled_at(pod: Pod) -> datetime.datetime | None:
@@ -81,6 +95,8 @@ def state_text(status: Mapping[str, Any] | None) -> str:
     elif "terminated" in state:
         ended = state["terminated"] or {}
         text = f"terminated: {ended.get('reason', '?')}, exit code {ended.get('exitCode', '?')}"
+    elif status.get("name") == contract.HANDOFF_CONTAINER_NAME:
+        text = "running, waiting for the node agent's answer"
     else:
         text = "running, /readyz not passing"
     return f"{text}; restarts {restarts}"
@@ -169,6 +185,16 @@ class Reporter:
     def announce(self, pod: Pod) -> None:
         record = injection.read_injected(pod)
         self.announced.add(str(injection.meta(pod).get("uid")))
+        if record.get("mode") == "node":
+            self.post(
+                pod_ref(pod),
+                "Normal",
+                "ClatInjected",
+                f"node mode: {contract.HANDOFF_CONTAINER_NAME} init container injected; the "
+                f"clat-node agent of the pod's node serves it (its PLAT prefix)",
+            )
+            logger.info(f"pod {describe(pod)}: clat injected in node mode")
+            return
         mode = (
             "a native sidecar (init container)" if record.get("mode") == "native" else "a container"
         )
@@ -205,22 +231,34 @@ class Reporter:
                 )
                 return  # the next event of the pod retries
             choice, why = injection.namespace_choice(namespace, labels)
-        if not choice or injection.ineligible(
-            pod, namespace, self.config, self.runtime.native_sidecar
-        ):
+        if not choice:
+            return
+        try:
+            mode = injection.pod_mode(pod, self.config)[0]
+        except injection.InvalidAnnotations:
+            return  # as above
+        node = mode is ClatMode.NODE
+        if injection.ineligible(pod, namespace, self.config, self.runtime.native_sidecar or node):
             return
         self.missing_reported.add(str(injection.meta(pod).get("uid")))
         if self.config.restart_missing:
             action = await self.restart_owner(pod)
         else:
             action = self.advice(pod)
+        missing = (
+            f"the {contract.HANDOFF_CONTAINER_NAME} init container (node mode)"
+            if node
+            else "the clat sidecar"
+        )
         message = (
-            f"opted in to CLAT ({why}) but running without the clat sidecar: it was created "
+            f"opted in to CLAT ({why}) but running without {missing}: it was created "
             f"while the clat-operator webhook was not reachable, or before the operator was "
             f"installed; {action}"
         )
         self.post(pod_ref(pod), "Warning", "ClatMissing", message)
-        logger.warning(f"pod {describe(pod)}: no clat sidecar; {action}")
+        logger.warning(
+            f"pod {describe(pod)}: no {'clat-handoff' if node else 'clat sidecar'}; {action}"
+        )
 
     def advice(self, pod: Pod) -> str:
         namespace = injection.meta(pod).get("namespace")
@@ -307,7 +345,7 @@ class Reporter:
         kubelet's own BackOff Events tell)."""
         uid = str(injection.meta(pod).get("uid"))
         status = clat_status(pod)
-        if status is not None and status.get("ready"):
+        if clat_done(status):
             self.ready_once.add(uid)
             task = self.pending.pop(uid, None)
             if task is not None:
@@ -345,14 +383,20 @@ class Reporter:
             ):
                 return
             status = clat_status(fresh)
-            if status is not None and status.get("ready"):
+            if clat_done(status):
                 return
             self.not_ready_warned.add(uid)
             seconds = int(self.config.not_ready_warning_seconds)
+            container = injection.clat_container_name(fresh) or contract.SIDECAR_CONTAINER_NAME
+            what = (
+                f"{container} (node mode) has not handed over to the node's clat-node agent"
+                if container == contract.HANDOFF_CONTAINER_NAME
+                else "clat sidecar not ready"
+            )
             message = (
-                f"clat sidecar not ready {seconds}s after the pod was scheduled "
+                f"{what} {seconds}s after the pod was scheduled "
                 f"({state_text(status)}); IPv4 does not work in this pod yet. "
-                f"See: kubectl logs {name} -c clat -n {namespace}"
+                f"See: kubectl logs {name} -c {container} -n {namespace}"
             )
             self.post(pod_ref(fresh), "Warning", "ClatNotReady", message)
             logger.warning(

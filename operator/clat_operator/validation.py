@@ -18,6 +18,8 @@ MTU_MAX = 65535 - 20
 BOOLEAN_VALUES = ("true", "false")
 # The sidecar's --datapath values (clat_translator.cli.DATAPATHS; the seam test holds them equal).
 DATAPATH_VALUES = ("auto", "kernel", "userspace")
+# How a pod gets its CLAT: its own clat sidecar, or the node's clat-node agent.
+MODE_VALUES = ("sidecar", "node")
 
 
 def boolean(value: str) -> bool:
@@ -30,6 +32,13 @@ def datapath(value: str) -> str:
     """Which data path the sidecar uses: the tc-eBPF kernel path, the userspace one, or auto."""
     if value.strip() not in DATAPATH_VALUES:
         raise ValueError(f"allowed: {', '.join(DATAPATH_VALUES)}")
+    return value.strip()
+
+
+def mode(value: str) -> str:
+    """sidecar (the pod's own clat container) or node (the node agent serves the pod)."""
+    if value.strip() not in MODE_VALUES:
+        raise ValueError(f"allowed: {', '.join(MODE_VALUES)}")
     return value.strip()
 
 

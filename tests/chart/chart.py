@@ -99,6 +99,27 @@ def kinds(objects: list[Manifest]) -> list[str]:
     return sorted(o["kind"] for o in objects)
 
 
+def node_daemonset(objects: list[Manifest]) -> Manifest:
+    return one(objects, "DaemonSet")
+
+
+def node_container(objects: list[Manifest], name: str = "agent") -> Manifest:
+    pod = node_daemonset(objects)["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == name]
+    return dict(container)
+
+
+def container_env(container: Manifest) -> dict[str, str]:
+    """Literal env values (downward-API ones as '<fieldRef:...>')."""
+    env: dict[str, str] = {}
+    for var in container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            env[var["name"]] = f"<fieldRef:{var['valueFrom']['fieldRef']['fieldPath']}>"
+    return env
+
+
 def operator_container(objects: list[Manifest]) -> Manifest:
     containers = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["operator"]
@@ -130,6 +151,30 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "capabilities-only": {"clat": {"sidecar": {"securityMode": "capabilities", "native": "on"}}},
     "label-only": {"webhook": {"labelOnly": True}},
+    "node-mode": {"clat": {"mode": "node"}, "node": {"enabled": True}},
+    "node-agent-only": {"node": {"enabled": True, "datapath": "userspace"}},
+    "node-host-clat": {
+        "clat": {"mode": "node", "platPrefix": "2001:db8:64::/96", "mtu": 1400},
+        "node": {
+            "enabled": True,
+            "hostClat": True,
+            "socketDir": "/var/run/clat/socket",
+            "stateDir": "/var/run/clat/state",
+            "dns64Servers": ["2001:db8::53", "2001:db8::54"],
+            "reconcileInterval": 10,
+            "releaseOnExit": True,
+            "port": 9281,
+            "hostClatPort": 9280,
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "edge"}],
+            "nodeSelector": {"kubernetes.io/os": "linux", "ipv6-only": "true"},
+            "priorityClassName": "system-node-critical",
+            "podAnnotations": {"example.com/agent": "yes"},
+            "podLabels": {"tier": "node"},
+            "serviceAccount": {"name": "clat-agent", "annotations": {"example.com/r": "x"}},
+        },
+        "podMonitor": {"enabled": True},
+    },
     "fixed-prefix": {"clat": {"platPrefix": "64:ff9b::/96", "discoverPrefix": False, "mtu": 1400}},
     "excluded-namespaces": {"clat": {"excludeNamespaces": ["legacy", "monitoring"]}},
     "everything": {

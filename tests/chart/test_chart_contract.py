@@ -18,6 +18,7 @@ from tests.chart.chart import (
     VALUE_SETS,
     Manifest,
     env_of,
+    node_daemonset,
     one,
     operator_container,
     render,
@@ -213,10 +214,18 @@ def test_values_map_to_settings() -> None:
 # ---- RBAC ----------------------------------------------------------------------------------------
 
 
-def _granted(objects: list[Manifest]) -> set[tuple[str, str, str, str]]:
-    """(scope, group, resource, verb) for every rule of the chart's roles."""
+def _granted(
+    objects: list[Manifest], component: str = "operator"
+) -> set[tuple[str, str, str, str]]:
+    """(scope, group, resource, verb) for every rule of the chart's roles of one component
+    (operator, node-agent)."""
     granted: set[tuple[str, str, str, str]] = set()
-    for role in (o for o in objects if o["kind"] in ("ClusterRole", "Role")):
+    for role in (
+        o
+        for o in objects
+        if o["kind"] in ("ClusterRole", "Role")
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ):
         for rule in role["rules"]:
             assert "nonResourceURLs" not in rule, "system:discovery grants those to everyone"
             for group in rule["apiGroups"]:
@@ -252,8 +261,9 @@ def test_rbac_never_grants_dev_mode_calls() -> None:
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_rbac_is_bound_to_the_operator(name: str) -> None:
     objects = render(VALUE_SETS[name])
-    binding = one(objects, "ClusterRoleBinding")
-    role = one(objects, "ClusterRole")
+    operator_name = one(objects, "Deployment")["metadata"]["name"]
+    binding = one(objects, "ClusterRoleBinding", operator_name)
+    role = one(objects, "ClusterRole", operator_name)
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -263,7 +273,12 @@ def test_rbac_is_bound_to_the_operator(name: str) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}
     ]
-    accounts = [o for o in objects if o["kind"] == "ServiceAccount"]
+    accounts = [
+        o
+        for o in objects
+        if o["kind"] == "ServiceAccount"
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    ]
     assert [a["metadata"]["name"] for a in accounts] == [pod["serviceAccountName"]]
 
 
@@ -271,6 +286,13 @@ def test_existing_service_account() -> None:
     objects = render({"serviceAccount": {"create": False, "name": "platform-sa"}})
     assert "ServiceAccount" not in [o["kind"] for o in objects]
     assert one(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "platform-sa"
+    objects = render(
+        {"node": {"enabled": True, "serviceAccount": {"create": False, "name": "node-sa"}}}
+    )
+    assert "ServiceAccount" in [o["kind"] for o in objects]  # the operator's, still created
+    binding = one(objects, "ClusterRoleBinding", "clat-operator-node")
+    assert binding["subjects"][0]["name"] == "node-sa"
+    assert node_daemonset(objects)["spec"]["template"]["spec"]["serviceAccountName"] == "node-sa"
 
 
 # ---- the operator pod ---------------------------------------------------------------------------

@@ -169,6 +169,7 @@ def test_rendered_objects_are_valid(name: str) -> None:
     for obj in objects:
         if obj["kind"] in {
             "Deployment",
+            "DaemonSet",
             "Service",
             "ServiceAccount",
             "Secret",

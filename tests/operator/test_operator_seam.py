@@ -8,8 +8,10 @@ import os
 from typing import Any
 
 import pytest
+from clat_node import cli as node_cli
+from clat_node import protocol as node_protocol
 from clat_operator import contract, injection, validation
-from clat_operator.config import Config, SecurityMode
+from clat_operator.config import ClatMode, Config, SecurityMode
 from clat_operator_pods import deployment_pod
 from clat_translator import cli
 from clat_translator.runner import RunSettings
@@ -20,6 +22,7 @@ EVERY_ANNOTATION = {
     contract.ANNOTATION_MTU: "1400",
     contract.ANNOTATION_V6_ADDRESS: "2001:db8:aa::c1a7",
     contract.ANNOTATION_DATAPATH: "kernel",
+    contract.ANNOTATION_MODE: "sidecar",
 }
 
 
@@ -121,3 +124,50 @@ def test_every_prefix_the_operator_admits_the_sidecar_accepts(
     pod = deployment_pod({contract.ANNOTATION_ENABLED: "true", "clat.io/plat-prefix": prefix})
     sidecar = sidecar_of(pod, injection.Runtime(native_sidecar=True))
     assert parsed_by_the_sidecar(sidecar, monkeypatch).plat_prefix == prefix
+
+
+# ---- node mode: the operator -> `clat-node handoff` seam ----------------------------------
+
+
+def test_the_handoff_container_is_read_by_clat_node_handoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The init container's command and environment, with the downward API's values filled in
+    as the kubelet does, parse into the hand-off the agent expects, on the agent's socket."""
+    plan = injection.plan(
+        deployment_pod(), "shop", None, Config(mode=ClatMode.NODE), injection.Runtime(False)
+    )
+    assert plan.init_containers is not None
+    handoff = plan.init_containers[0]
+    assert handoff["name"] == contract.HANDOFF_CONTAINER_NAME
+    downward = {
+        "metadata.namespace": "shop",
+        "metadata.name": "web-0",
+        "metadata.uid": "0b9c6f5d-7d4b-4c1a-9e3f-5a2b1c0d9e8f",
+    }
+    for key in [k for k in list(os.environ) if k.startswith(node_cli.ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    for variable in handoff["env"]:
+        value = variable.get("value")
+        if value is None:
+            value = downward[variable["valueFrom"]["fieldRef"]["fieldPath"]]
+        monkeypatch.setenv(variable["name"], value)
+    assert handoff["command"][0] == "clat-node"
+
+    args = node_cli.build_parser().parse_args(handoff["command"][1:])
+
+    assert args.command == "handoff"
+    assert (args.pod_namespace, args.pod_name, args.pod_uid) == (
+        "shop",
+        "web-0",
+        downward["metadata.uid"],
+    )
+    # The socket the init container dials is clat-node's default, in the mounted directory.
+    assert args.socket == contract.HANDOFF_SOCKET == node_protocol.DEFAULT_SOCKET
+    (mount,) = handoff["volumeMounts"]
+    assert args.socket == f"{mount['mountPath']}/handoff.sock" and mount["readOnly"] is True
+    node_protocol.Hello(namespace="shop", name="web-0", uid=args.pod_uid)  # a valid hello
+
+
+def test_the_mode_values_are_the_configs() -> None:
+    assert tuple(m.value for m in ClatMode) == validation.MODE_VALUES

@@ -337,3 +337,61 @@ async def test_paused_replica_still_serves_the_webhook(
         one_event(emulator, pod["metadata"]["name"], "ClatMissing")
         assert pods_watched()
         assert_within_contract(emulator, operator)
+
+
+# ---- node mode ------------------------------------------------------------------------------
+
+
+def handoff_pod(name: str, state: dict[str, Any]) -> dict[str, Any]:
+    pod = deployment_pod(name=name)
+    pod["metadata"]["annotations"][contract.ANNOTATION_INJECTED] = (
+        '{"mode":"node","platPrefix":null,"prefixSource":"node-agent"}'
+    )
+    pod["spec"]["initContainers"] = [{"name": contract.HANDOFF_CONTAINER_NAME, "image": "x"}]
+    status = {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}],
+        "initContainerStatuses": [
+            {
+                "name": contract.HANDOFF_CONTAINER_NAME,
+                "ready": False,  # what the kubelet reports for an init container, also when done
+                "restartCount": 0,
+                "state": state,
+            }
+        ],
+    }
+    return stored(pod, "apps", f"{name}-pod", **status)
+
+
+async def test_node_mode_pods_are_reported_like_sidecar_pods(
+    emulator: Emulator, tmp_path: pathlib.Path
+) -> None:
+    with Operator(emulator, tmp_path, MODE="node", NOT_READY_WARNING_SECONDS="1.5") as operator:
+        url = f"https://localhost:{operator.webhook_port}{contract.WEBHOOK_PATH}"
+        review = await post_review(url, deployment_pod(), "shop", operator.ssl_context())
+        injected = create_pod(emulator, review.pod, "shop")
+        missing = create_pod(emulator, deployment_pod(annotations={}, name="late"))
+        stuck = handoff_pod("stuck", {"running": {"startedAt": now()}})
+        done = handoff_pod(
+            "done", {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now()}}
+        )
+        failed = handoff_pod(
+            "failed", {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now()}}
+        )
+        for pod in (stuck, done, failed):
+            emulator.create(PODS.format("apps"), pod)
+
+        event = one_event(emulator, injected["metadata"]["name"], "ClatInjected")
+        assert "node mode: clat-handoff init container injected" in event["message"]
+        event = one_event(emulator, missing["metadata"]["name"], "ClatMissing")
+        assert "running without the clat-handoff init container (node mode)" in event["message"]
+        assert "kubectl rollout restart deployment/late -n apps" in event["message"]
+        event = one_event(emulator, "stuck-pod", "ClatNotReady")
+        assert "clat-handoff (node mode) has not handed over" in event["message"]
+        assert "running, waiting for the node agent's answer" in event["message"]
+        assert "kubectl logs stuck-pod -c clat-handoff -n apps" in event["message"]
+        event = one_event(emulator, "failed-pod", "ClatNotReady")
+        assert "terminated: Error, exit code 1" in event["message"]
+        time.sleep(0.5)  # the same deadline for all of them
+        assert emulator.events_for("done-pod", "ClatNotReady") == []
+        assert_within_contract(emulator, operator)

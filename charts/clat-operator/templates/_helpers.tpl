@@ -98,3 +98,48 @@ app.kubernetes.io/part-of: clat-operator
 {{- define "clat-operator.excludedNamespaces" -}}
 {{- concat (list "kube-system" .Release.Namespace) .Values.clat.excludeNamespaces | uniq | toJson }}
 {{- end }}
+
+{{/* ---- node mode: the clat-node agent's DaemonSet ---- */}}
+
+{{/* Name of the agent's DaemonSet, ServiceAccount and ClusterRole. */}}
+{{- define "clat-operator.nodeFullname" -}}
+{{- printf "%s-node" (include "clat-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select the agent pods (never change them: DaemonSet selectors are immutable). */}}
+{{- define "clat-operator.nodeSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "clat-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node-agent
+{{- end }}
+
+{{/* Labels of the agent's objects. */}}
+{{- define "clat-operator.nodeLabels" -}}
+helm.sh/chart: {{ include "clat-operator.chart" . }}
+{{ include "clat-operator.nodeSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: clat-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The agent's ServiceAccount. */}}
+{{- define "clat-operator.nodeServiceAccountName" -}}
+{{- if .Values.node.serviceAccount.create }}
+{{- default (include "clat-operator.nodeFullname" .) .Values.node.serviceAccount.name }}
+{{- else }}
+{{- required "node.serviceAccount.name must name an existing ServiceAccount when node.serviceAccount.create is false" .Values.node.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Settings that only make sense together: checked once, by the Deployment's template. */}}
+{{- define "clat-operator.validate" -}}
+{{- if and (eq .Values.clat.mode "node") (not .Values.node.enabled) }}
+{{- fail "clat.mode=node needs node.enabled=true: node-mode pods are served by the clat-node agent of their node, which the chart installs as a DaemonSet only with node.enabled (or keep clat.mode=sidecar)" }}
+{{- end }}
+{{- if and .Values.node.hostClat (not .Values.node.enabled) }}
+{{- fail "node.hostClat=true needs node.enabled=true: the host CLAT runs in the clat-node DaemonSet" }}
+{{- end }}
+{{- end }}
