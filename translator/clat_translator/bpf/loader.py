@@ -68,6 +68,7 @@ CONFIG = struct.Struct("=IIII16s16s4s4sIIII")
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
+BPF_TC_INGRESS = 1
 BPF_TC_EGRESS = 2
 BPF_TC_F_REPLACE = 1
 TC_HANDLE = 0xC1A7  # our filter's handle and priority on clsact egress
@@ -502,8 +503,14 @@ class KernelDatapath:
         self._created_qdisc = False
         self.replaced_leftovers = 0
 
-    def _hook(self) -> _TcHook:
-        return _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=self.ifindex, attach_point=BPF_TC_EGRESS)
+    def _hook(self, attach_point: int = BPF_TC_EGRESS) -> _TcHook:
+        return _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=self.ifindex, attach_point=attach_point)
+
+    def _destroy_qdisc(self, lib: ctypes.CDLL) -> None:
+        """Remove the clsact qdisc: libbpf deletes it only for a hook of both attach points
+        (one alone just flushes that side's filters)."""
+        lib.bpf_tc_hook_destroy(ctypes.byref(self._hook(BPF_TC_INGRESS | BPF_TC_EGRESS)))
+        self._created_qdisc = False
 
     def _opts(self, prog_fd: int = 0, flags: int = 0) -> _TcOpts:
         return _TcOpts(
@@ -526,6 +533,9 @@ class KernelDatapath:
             with libbpf_messages():
                 self._attach(program)
         except BaseException:
+            if self._created_qdisc:  # a failed attach leaves nothing of this run on the device
+                with libbpf_messages():
+                    self._destroy_qdisc(program._lib)
             program.close()
             raise
         self.program = program
@@ -581,7 +591,7 @@ class KernelDatapath:
                 # Errors are expected when the device went first (it takes its filters).
                 lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(self._opts()))
                 if self._created_qdisc:
-                    lib.bpf_tc_hook_destroy(ctypes.byref(hook))
+                    self._destroy_qdisc(lib)
         finally:
             program.close()
 
