@@ -33,6 +33,9 @@ LOCAL_IPV4 = "192.0.0.2"
 DF_LIMIT = 1260  # RFC 7915 §5.1: DF on translated packets bigger than 1260 bytes
 MIN_KERNEL = (5, 15)  # gso_size kept by bpf_skb_change_proto, GSO of every type (5.14+)
 VERIFIER_LOG_LINES = 40  # kept from libbpf's output for debugging a rejected program
+# The verifier log's closing lines, which say nothing of why (libbpf's own, its statistics).
+VERIFIER_SUMMARY = ("libbpf:", "processed ", "-- ", "verification time", "stack depth")
+MESSAGE_BYTES = 1 << 22  # one libbpf message, formatted whole (the verifier's log is one)
 
 # clat.bpf.c `enum clat_counter`, in order (tests/bpf checks the two agree).
 COUNTERS: tuple[str, ...] = (
@@ -298,7 +301,9 @@ def libbpf_messages() -> Iterator[list[str]]:
     log: list[str] = []
 
     def keep(level: int, fmt: bytes | None, args: int | None) -> int:
-        buf = ctypes.create_string_buffer(4096)
+        # The verifier's log arrives as one message of up to megabytes: its last line (the
+        # reason) must not be cut off.
+        buf = ctypes.create_string_buffer(MESSAGE_BYTES)
         _libc.vsnprintf(buf, len(buf), fmt, args)
         log.extend(buf.value.decode(errors="replace").splitlines())
         del log[:-VERIFIER_LOG_LINES]
@@ -449,7 +454,7 @@ def _load_reason(err: int, log: list[str]) -> str:
     verifier = [line for line in log if line.strip()]
     if err in (errno.EACCES, errno.EINVAL) and verifier:
         tail = next(
-            (line for line in reversed(verifier) if not line.startswith(("libbpf:", "processed"))),
+            (line for line in reversed(verifier) if not line.strip().startswith(VERIFIER_SUMMARY)),
             verifier[-1],
         )
         return f"the kernel's verifier rejected the BPF program: {tail.strip()}"
