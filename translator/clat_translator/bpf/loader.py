@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import errno
 import ipaddress
+import mmap
 import os
 import socket
 import struct
@@ -250,7 +251,7 @@ _lib_lock = threading.Lock()
 _print_lock = threading.RLock()
 _lib: ctypes.CDLL | None = None
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+_libc.vsnprintf.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 
 
 def _signatures(lib: ctypes.CDLL) -> None:
@@ -303,9 +304,14 @@ def libbpf_messages() -> Iterator[list[str]]:
     def keep(level: int, fmt: bytes | None, args: int | None) -> int:
         # The verifier's log arrives as one message of up to megabytes: its last line (the
         # reason) must not be cut off.
-        buf = ctypes.create_string_buffer(MESSAGE_BYTES)
-        _libc.vsnprintf(buf, len(buf), fmt, args)
-        log.extend(buf.value.decode(errors="replace").splitlines())
+        # Anonymous memory: only the pages the message fills become resident, and only until
+        # it is copied out (a zero-filled buffer would add MESSAGE_BYTES to the RSS).
+        with mmap.mmap(-1, MESSAGE_BYTES) as memory:
+            buf = (ctypes.c_char * MESSAGE_BYTES).from_buffer(memory)
+            _libc.vsnprintf(ctypes.addressof(buf), MESSAGE_BYTES, fmt, args)
+            text = ctypes.string_at(ctypes.addressof(buf))
+            del buf
+        log.extend(text.decode(errors="replace").splitlines())
         del log[:-VERIFIER_LOG_LINES]
         return 0
 
