@@ -18,7 +18,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY translator /src/translator
 WORKDIR /src/translator/clat_translator/bpf
-RUN clang -O2 -g -Wall -Werror -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+# asm/types.h is in Debian's multiarch include directory; trixie's clang has no
+# -print-multiarch: dpkg-architecture names it where dpkg-dev is installed, else uname does.
+RUN clang -O2 -g -Wall -Werror -target bpf \
+      -I"/usr/include/$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo "$(uname -m)-linux-gnu")" \
       -c clat.bpf.c -o clat.bpf.o
 
 FROM ${BASE_IMAGE} AS build

@@ -1,5 +1,6 @@
 """Throughput of the CLAT in a netns testbed: native IPv6, Debian's tayga as the CLAT, and
-clat-translator with offload on and off, measured in one run and printed as one table.
+clat-translator's userspace path with offload on and off and its kernel path (tc-eBPF), measured
+in one run and printed as one table.
 
     flock /tmp/clat-heavy.lock .venv/bin/python bench/throughput.py [--quick] [--seconds S]
 
@@ -456,7 +457,8 @@ def measure(tb: Testbed, path: Path_, s: Settings) -> dict[str, float]:
 # ---- the table --------------------------------------------------------------------------------
 
 NATIVE, TAYGA = "native IPv6", "tayga"
-CLAT = "clat offload"  # the default: the one the targets are about
+CLAT = "clat offload"  # the userspace path's default: the one its targets are about
+KERNEL = "clat kernel"  # --datapath kernel: the tc-eBPF path (userspace for the rest)
 
 
 def table(names: list[str], results: dict[str, dict[str, float]], s: Settings) -> str:
@@ -464,6 +466,8 @@ def table(names: list[str], results: dict[str, dict[str, float]], s: Settings) -
     header = ["", *names, f"{CLAT} / tayga", f"{CLAT} / native"]
     header += [f"{o} / tayga" for o in ours if o != CLAT]
     others = [o for o in ours if o != CLAT]
+    kernel = [KERNEL] if KERNEL in names else []  # its own share of native, last
+    header += [f"{k} / native" for k in kernel]
 
     def value(name: str, key: str) -> float | None:
         return results.get(name, {}).get(key)
@@ -483,12 +487,13 @@ def table(names: list[str], results: dict[str, dict[str, float]], s: Settings) -
             added = {
                 n: v - base for n in names if (v := value(n, key)) is not None and base is not None
             }
-            rows.append([label, *cells, "", ""] + ["" for _ in others])
+            rows.append([label, *cells, "", ""] + ["" for _ in others] + ["" for _ in kernel])
             rows.append(
                 ["  added to native, us (lower is better)"]
                 + [f"{added[n]:,.0f}" if n in added and n != NATIVE else "" for n in names]
                 + [ratio(added.get(CLAT), added.get(TAYGA)), ""]
                 + [ratio(added.get(o), added.get(TAYGA)) for o in others]
+                + ["" for _ in kernel]
             )
             continue
         rows.append(
@@ -496,6 +501,7 @@ def table(names: list[str], results: dict[str, dict[str, float]], s: Settings) -
             + [ratio(value(CLAT, key), value(TAYGA, key))]
             + [ratio(value(CLAT, key), value(NATIVE, key), percent=True)]
             + [ratio(value(o, key), value(TAYGA, key)) for o in others]
+            + [ratio(value(k, key), value(NATIVE, key), percent=True) for k in kernel]
         )
     for key, label in (
         ("cpu", "translator CPU, % of one core, over the tests"),
@@ -507,6 +513,7 @@ def table(names: list[str], results: dict[str, dict[str, float]], s: Settings) -
             + [f"{v:,.1f}" if (v := value(n, key)) is not None else "" for n in names]
             + ["", ""]
             + ["" for _ in others]
+            + ["" for _ in kernel]
         )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
@@ -543,27 +550,40 @@ def iperf3_servers(tb: Testbed, server6: str, count: int) -> Iterator[None]:
 
 
 def sidecar_counters(tb: Testbed) -> str:
-    """The offload counters of a running sidecar: proof of how its packets went."""
+    """The offload and kernel path counters of a running sidecar: proof of how its packets
+    went."""
     text = tb.run(tb.pod, ["curl", "-s", "-m", "2", "http://[::1]:9180/metrics"]).stdout
-    wanted = ("clat_offload_", "clat_datapath_info", "clat_drops_total")
+    wanted = (
+        "clat_offload_",
+        "clat_datapath_info",
+        "clat_drops_total",
+        "clat_kernel_packets",
+        "clat_kernel_passed",
+        "clat_kernel_drops",
+    )
     found = []
     for line in text.splitlines():
         if line.startswith(wanted) and not line.endswith(" 0.0"):
             name, _, count = line.rpartition(" ")
-            found.append(f"{name.replace('clat_offload_', '').replace('_total', '')}={count}")
+            short = name.replace("clat_offload_", "").replace("clat_", "").replace("_total", "")
+            found.append(f"{short}={count}")
     return " ".join(found)
 
 
-PATHS = ("native", "tayga", "offload", "no-offload", "workers")
+PATHS = ("native", "tayga", "offload", "no-offload", "workers", "kernel")
+USERSPACE = ("--datapath", "userspace")  # auto would take the kernel path where it loads
 
 
 def make_paths(server6: str, workers: int) -> dict[str, Path_]:
     return {
         "native": Native(server6),
         "tayga": Tayga(),
-        "offload": Sidecar(CLAT),
-        "no-offload": Sidecar("clat no-offload", "--no-offload"),
-        "workers": Sidecar(f"clat offload, {workers} workers", "--workers", str(workers)),
+        "offload": Sidecar(CLAT, *USERSPACE),
+        "no-offload": Sidecar("clat no-offload", *USERSPACE, "--no-offload"),
+        "workers": Sidecar(
+            f"clat offload, {workers} workers", *USERSPACE, "--workers", str(workers)
+        ),
+        "kernel": Sidecar(KERNEL, "--datapath", "kernel"),
     }
 
 

@@ -54,6 +54,14 @@ def _wait_ready(tb: Testbed, clat: subprocess.Popen[bytes], timeout: float = 20)
         time.sleep(0.2)
 
 
+def _data_path_line(log: str) -> str:
+    """The sidecar's own word on its data path (and, on a fallback, why)."""
+    for line in log.splitlines():
+        if "data path: " in line:
+            return line[line.index("data path: ") :]
+    return "data path: (not in the log)"
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("make demo needs root (it builds network namespaces)", file=sys.stderr)
@@ -82,6 +90,8 @@ def main() -> int:
                 )
                 _wait_ready(tb, clat)
                 show(tb, tb.pod, ["ip", "-4", "route"])
+                say("the data path (--datapath auto: the kernel's tc-eBPF program where it loads)")
+                print(_data_path_line(Path(log.name).read_text()), flush=True)
 
                 say("IPv4 literals work from the IPv6-only pod")
                 pinged = show(tb, tb.pod, ["ping", "-c", "3", "-i", "0.3", SERVER])
@@ -89,10 +99,30 @@ def main() -> int:
                 show(tb, tb.pod, ["traceroute", "-n", "-q", "1", "-w", "1", "-m", "8", SERVER])
                 ok = pinged and fetched
 
+                show(
+                    tb,
+                    tb.pod,
+                    [
+                        "sh",
+                        "-c",
+                        f"curl -sS -m 10 -o /dev/null http://{SERVER}/bytes/1048576"
+                        " && echo 1 MiB fetched",
+                    ],
+                )
+
                 say("the translator's metrics (curl http://[::1]:9180/metrics, non-zero ones)")
                 metrics = tb.run(tb.pod, ["curl", "-s", "http://[::1]:9180/metrics"]).stdout
                 for line in metrics.splitlines():
                     if line.startswith("clat_") and not line.rstrip().endswith(" 0.0"):
+                        print(line)
+                say("which path translated: the data path, and the kernel path's counters")
+                for line in metrics.splitlines():
+                    if line.startswith(
+                        ("clat_datapath_info", "clat_kernel_packets", "clat_kernel_bytes")
+                    ) or (
+                        line.startswith(("clat_kernel_passed", "clat_kernel_drops"))
+                        and not line.rstrip().endswith(" 0.0")
+                    ):
                         print(line)
 
                 say("stopping the translator (SIGTERM): it removes everything it made")

@@ -41,7 +41,7 @@ def testbed() -> Iterator[Testbed]:
 
 @pytest.fixture(scope="module")
 def sidecar(testbed: Testbed) -> Iterator[ClatProcess]:
-    process = ClatProcess(testbed)
+    process = ClatProcess(testbed, "--datapath", "userspace")  # the kernel path is attached here
     try:
         process.wait_ready()
         yield process

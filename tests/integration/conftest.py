@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,8 @@ METRICS_PORT = 9180
 class ClatProcess:
     """`clat-translator run ARGS` in the pod namespace, its log kept in a file."""
 
-    def __init__(self, tb: Testbed, *args: str) -> None:
+    def __init__(self, tb: Testbed, *args: str, wrapper: Sequence[str] = ()) -> None:
+        """`wrapper`: a command the sidecar runs under (setpriv to drop a capability)."""
         self.tb = tb
         self.args = args
         self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
@@ -34,7 +35,7 @@ class ClatProcess:
         )
         self.proc = tb.popen(
             tb.pod,
-            [CLAT_TRANSLATOR, "run", "--listen", f"[::1]:{METRICS_PORT}", *args],
+            [*wrapper, CLAT_TRANSLATOR, "run", "--listen", f"[::1]:{METRICS_PORT}", *args],
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
         )
@@ -87,6 +88,10 @@ class ClatProcess:
             if line.startswith(name + "{") or line.startswith(name + " ")
         )
 
+    def kernel_path(self) -> bool:
+        """Whether the kernel data path runs (its own log line says which one)."""
+        return self.wait_log(r"data path: (\w+)").group(1) == "kernel"
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -113,7 +118,7 @@ def testbed() -> Iterator[Testbed]:
 
 
 def snapshot(tb: Testbed) -> dict[str, str]:
-    """What the pod namespace looks like: devices, addresses, routes, nftables, sysctls."""
+    """What the pod namespace looks like: devices, addresses, routes, nftables, sysctls, tc."""
     commands = {
         "links": ["ip", "-d", "link", "show"],
         "addresses": ["ip", "address", "show"],
@@ -122,5 +127,7 @@ def snapshot(tb: Testbed) -> dict[str, str]:
         "rules": ["ip", "rule", "show"],
         "nftables": ["nft", "list", "ruleset"],
         "sysctls": ["sysctl", "-a", "-r", r"^net\.(ipv4|ipv6)\."],
+        # the kernel path's clsact qdisc and filter (on the TUN, gone with it): on no device
+        "qdiscs": ["tc", "qdisc", "show"],
     }
     return {name: tb.run(tb.pod, argv).stdout for name, argv in commands.items()}

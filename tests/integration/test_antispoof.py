@@ -29,7 +29,11 @@ SERVER = "203.0.113.10"
 FORGED4 = ("10.9.9.9", "198.51.100.77")
 FORGED6 = ("2001:db8:bad::1", "2001:db8:1::99")  # outside the PLAT prefix, not an EAM
 ETH_P_ALL = 0x0003
-DATA_PATHS = {"offload": (), "no-offload": ("--no-offload", "--workers", "2")}
+DATA_PATHS = {
+    "kernel": ("--datapath", "kernel"),  # the program passes foreign sources to userspace
+    "offload": ("--datapath", "userspace"),
+    "no-offload": ("--datapath", "userspace", "--no-offload", "--workers", "2"),
+}
 
 
 @pytest.fixture(scope="module", params=sorted(DATA_PATHS))

@@ -1,12 +1,15 @@
 """The sidecar's life in a pod namespace: discover, stand down, clean exit, SIGKILL recovery,
-a PLAT prefix change applied live, a routed CLAT address without NAT66."""
+a PLAT prefix change applied live, a routed CLAT address without NAT66 — over the kernel data
+path and the userspace one; `--datapath kernel` refused and `auto` falling back without CAP_BPF."""
 
 from __future__ import annotations
 
 import re
 import signal
 import socket
+import subprocess
 import threading
+import time
 
 import pytest
 from pyroute2 import NetNS
@@ -20,6 +23,18 @@ pytestmark = pytest.mark.root
 
 SERVER = "203.0.113.10"
 PREFIX = "2001:db8:64::/96"
+# No CAP_BPF (nor CAP_SYS_ADMIN, which also allows bpf()): as in a pod without them.
+WITHOUT_BPF = ("setpriv", "--bounding-set", "-bpf,-sys_admin", "--")
+
+
+@pytest.fixture(params=["kernel", "userspace"])
+def datapath(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """`--datapath X` for the sidecars of a test: each runs over both data paths."""
+    return ("--datapath", request.param)
+
+
+def kernel_packets(clat: ClatProcess) -> float:
+    return clat.metrics_sum("clat_kernel_packets_total")
 
 
 def ping(tb: Testbed, count: int = 1) -> bool:
@@ -43,15 +58,21 @@ def test_discover_without_a_dns64_says_so(testbed: Testbed) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_sigterm_leaves_the_namespace_exactly_as_before(testbed: Testbed) -> None:
+def test_sigterm_leaves_the_namespace_exactly_as_before(
+    testbed: Testbed, datapath: tuple[str, str]
+) -> None:
     before = snapshot(testbed)
-    clat = ClatProcess(testbed, "--plat-prefix", PREFIX)
+    clat = ClatProcess(testbed, "--plat-prefix", PREFIX, *datapath)
     try:
         clat.wait_ready()
         during = snapshot(testbed)
         assert "clat_translator" in during["nftables"]
         assert "default dev clat" in during["routes4"]
+        kernel = "kernel" in datapath
+        assert ("qdisc clsact ffff: dev clat" in during["qdiscs"]) is kernel, during["qdiscs"]
+        assert clat.kernel_path() is kernel
         assert ping(testbed)
+        assert (kernel_packets(clat) >= 2) is kernel
         # readiness is checked against the namespace, not remembered
         testbed.run(testbed.pod, ["ip", "-4", "route", "del", "default", "dev", "clat"], check=True)
         assert clat.http("/readyz") == (503, "the routes through clat are missing")
@@ -71,9 +92,11 @@ def test_sigint_exits_0_too(testbed: Testbed) -> None:
         clat.close()
 
 
-def test_sigkill_then_restart_replaces_the_leftovers(testbed: Testbed) -> None:
+def test_sigkill_then_restart_replaces_the_leftovers(
+    testbed: Testbed, datapath: tuple[str, str]
+) -> None:
     before = snapshot(testbed)
-    first = ClatProcess(testbed, "--plat-prefix", PREFIX)
+    first = ClatProcess(testbed, "--plat-prefix", PREFIX, *datapath)
     try:
         first.wait_ready()
         first.stop(signal.SIGKILL)
@@ -82,14 +105,20 @@ def test_sigkill_then_restart_replaces_the_leftovers(testbed: Testbed) -> None:
     leftover = snapshot(testbed)
     assert "clat_translator" in leftover["nftables"]
     assert testbed.sysctl(testbed.pod, "net.ipv6.conf.all.forwarding") == "1"
+    # The TUN went with the killed process's descriptor, and the kernel path's qdisc and
+    # filter with the TUN: the kernel path itself leaves nothing behind.
+    assert leftover["qdiscs"] == before["qdiscs"]
+    assert leftover["links"] == before["links"]
 
-    second = ClatProcess(testbed, "--plat-prefix", PREFIX)
+    second = ClatProcess(testbed, "--plat-prefix", PREFIX, *datapath)
     try:
         second.wait_ready()
         assert "removed leftovers of an earlier run: nftables table ip6 clat_translator" in (
             second.log
         )
+        assert second.kernel_path() is ("kernel" in datapath)
         assert ping(testbed)
+        assert (kernel_packets(second) >= 2) is ("kernel" in datapath)
         assert second.stop() == 0
     finally:
         second.close()
@@ -134,17 +163,35 @@ def test_stands_down_when_the_pod_has_native_ipv4(testbed: Testbed) -> None:
     assert snapshot(testbed) == before
 
 
-def test_prefix_change_to_a_64_is_applied_live(testbed: Testbed) -> None:
-    clat = ClatProcess(testbed)
+def test_prefix_change_to_a_64_is_applied_live_under_traffic(
+    testbed: Testbed, datapath: tuple[str, str]
+) -> None:
+    clat = ClatProcess(testbed, *datapath)
+    flow: subprocess.Popen[str] | None = None
     try:
         clat.wait_ready()
         assert f"PLAT prefix {PREFIX} from rfc7050" in clat.log
         assert ping(testbed)
         with NetNS(testbed.pod) as ns:
             tun_index = ns.link_lookup(ifname="clat")[0]
+        # one echo flow across the switch: lost while the NAT64 moves, answered once it has
+        flow = subprocess.Popen(
+            ["ip", "netns", "exec", testbed.pod, "ping", "-n", "-i", "0.05", "-W", "1", SERVER],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         testbed.set_nat64_prefix("2001:db8:6464::/64")
         clat.wait_log(r"PLAT prefix changed 2001:db8:64::/96 -> 2001:db8:6464::/64")
+        in_kernel = kernel_packets(clat)
         assert ping(testbed, count=2)
+        assert (kernel_packets(clat) >= in_kernel + 4) is ("kernel" in datapath)
+        time.sleep(1.5)
+        flow.send_signal(signal.SIGINT)
+        output = flow.communicate(timeout=10)[0]
+        sent = int(re.search(r"(\d+) packets transmitted", output).group(1))  # type: ignore[union-attr]
+        answered = {int(n) for n in re.findall(r"icmp_seq=(\d+) ttl", output)}
+        # the last second of the flow, after the switch: every echo answered
+        assert set(range(sent - 20, sent - 2)) <= answered, output
         with NetNS(testbed.pod) as ns:
             assert ns.link_lookup(ifname="clat") == [tun_index]  # the TUN was not dropped
         discovered = testbed.run(testbed.pod, [CLAT_TRANSLATOR, "discover"])
@@ -153,6 +200,9 @@ def test_prefix_change_to_a_64_is_applied_live(testbed: Testbed) -> None:
         assert clat.metric("clat_prefix_info", 'prefix="2001:db8:6464::/64",source="rfc7050"') == 1
         assert clat.stop() == 0
     finally:
+        if flow is not None and flow.poll() is None:
+            flow.kill()
+            flow.wait()
         clat.close()
         testbed.set_nat64_prefix(PREFIX)
 
@@ -174,18 +224,19 @@ def test_a_prefix_hint_is_used_at_once_and_then_corrected_by_discovery(testbed: 
         clat.close()
 
 
-def test_routed_clat_address_without_nat66(testbed: Testbed) -> None:
+def test_routed_clat_address_without_nat66(testbed: Testbed, datapath: tuple[str, str]) -> None:
     dedicated = "2001:db8:1:c1a7::1"
     with NetNS(testbed.rtr) as rtr:  # the network routes the dedicated address to the pod
         rtr.route(
             "add", dst=dedicated, dst_len=128, gateway=testbed.addr.pod, family=socket.AF_INET6
         )
     try:
-        clat = ClatProcess(testbed, "--plat-prefix", PREFIX, "--clat-v6", dedicated)
+        clat = ClatProcess(testbed, "--plat-prefix", PREFIX, "--clat-v6", dedicated, *datapath)
         try:
             clat.wait_ready()
             assert "masquerade" not in testbed.run(testbed.pod, ["nft", "list", "ruleset"]).stdout
             assert ping(testbed)
+            assert (kernel_packets(clat) >= 2) is ("kernel" in datapath)
             assert clat.stop() == 0
         finally:
             clat.close()
@@ -242,3 +293,51 @@ def test_refuses_a_foreign_device_with_the_tun_name(testbed: Testbed) -> None:
     finally:
         with NetNS(testbed.pod) as ns:
             ns.link("del", index=ns.link_lookup(ifname="clat")[0])
+
+
+# ---- the kernel path refused or given up: no CAP_BPF ------------------------------------------
+
+
+def test_datapath_kernel_without_cap_bpf_fails_cleanly(testbed: Testbed) -> None:
+    before = snapshot(testbed)
+    clat = ClatProcess(
+        testbed, "--plat-prefix", PREFIX, "--datapath", "kernel", wrapper=WITHOUT_BPF
+    )
+    try:
+        assert clat.proc.wait(20) == 1
+        log = clat.log
+    finally:
+        clat.close()
+    failed = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(failed) == 1, log
+    assert failed[0].endswith(
+        "failed: --datapath kernel: loading the BPF program: operation not permitted "
+        "(needs CAP_BPF and CAP_NET_ADMIN, and a seccomp profile that allows bpf())"
+    ), log
+    assert "Traceback" not in log
+    assert snapshot(testbed) == before
+
+
+def test_datapath_auto_without_cap_bpf_falls_back_to_userspace(testbed: Testbed) -> None:
+    before = snapshot(testbed)
+    clat = ClatProcess(testbed, "--plat-prefix", PREFIX, wrapper=WITHOUT_BPF)  # auto: the default
+    try:
+        clat.wait_ready()
+        reason = "loading the BPF program: operation not permitted"
+        said = [line for line in clat.log.splitlines() if "kernel path" in line]
+        assert len(said) == 1, clat.log
+        assert f"data path: userspace (the kernel path cannot run here: {reason}" in said[0]
+        assert not clat.kernel_path()
+        _, text = clat.http("/metrics")
+        assert re.search(
+            rf'clat_datapath_info{{datapath="userspace",kernel_unavailable="{reason} [^"]*",'
+            r'offloads="[^"]+",requested="auto",workers="1"} 1\.0',
+            text,
+        ), text
+        assert ping(testbed)
+        assert clat.metric("clat_packets_total", 'direction="6to4"') >= 1
+        assert kernel_packets(clat) == 0
+        assert clat.stop() == 0
+    finally:
+        clat.close()
+    assert snapshot(testbed) == before

@@ -23,13 +23,19 @@ from .native_server import NATIVE_SERVER4, SO_RCVBUFFORCE, TCP_PORT, UDP_PORT, N
 pytestmark = pytest.mark.root
 
 SERVER = "203.0.113.10"
+DIRECTIONS = ("4to6", "6to4")
 FIVE_MB = 5 * 1024 * 1024
 
 
-# Every test here runs over both data paths: the default (offload on: virtio-net headers,
-# TSO/USO super-packets, one process) and one plain packet per read, in two worker processes
-# on a multi-queue TUN (test_workers.py has offload with workers).
-DATA_PATHS = {"offload": (), "no-offload": ("--no-offload", "--workers", "2")}
+# Every test here runs over three data paths: the kernel one (tc-eBPF on the TUN, the userspace
+# path with offload for what it passes), and the userspace one alone, with offload (virtio-net
+# headers, TSO/USO super-packets, one process) and with one plain packet per read, in two worker
+# processes on a multi-queue TUN (test_workers.py has offload with workers).
+DATA_PATHS = {
+    "kernel": ("--datapath", "kernel"),
+    "offload": ("--datapath", "userspace"),
+    "no-offload": ("--datapath", "userspace", "--no-offload", "--workers", "2"),
+}
 
 
 @pytest.fixture(scope="module", params=sorted(DATA_PATHS))
@@ -42,6 +48,31 @@ def clat(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[ClatProce
         assert process.stop() == 0
     finally:
         process.close()
+
+
+def packets(clat: ClatProcess, direction: str) -> float:
+    """Packets translated by the data path in use: the kernel's, or the userspace path's."""
+    name = "clat_kernel_packets_total" if clat.kernel_path() else "clat_packets_total"
+    return clat.metric(name, f'direction="{direction}"')
+
+
+def passed(clat: ClatProcess, reason: str) -> float:
+    """Packets the kernel path left to userspace for `reason`."""
+    return clat.metric("clat_kernel_passed_total", f'reason="{reason}"')
+
+
+def test_the_data_path_is_the_one_asked_for(clat: ClatProcess, testbed: Testbed) -> None:
+    kernel = "kernel" in clat.args
+    assert clat.kernel_path() is kernel
+    name = "kernel" if kernel else "userspace"
+    _, text = clat.http("/metrics")
+    assert f'clat_datapath_info{{datapath="{name}",kernel_unavailable=""' in text, text
+    before = {d: clat.metric("clat_kernel_packets_total", f'direction="{d}"') for d in DIRECTIONS}
+    result = testbed.run(testbed.pod, ["ping", "-c", "5", "-i", "0.05", "-W", "2", SERVER])
+    assert result.returncode == 0, result.stdout
+    for d in DIRECTIONS:
+        grown = clat.metric("clat_kernel_packets_total", f'direction="{d}"') - before[d]
+        assert (grown >= 5) if kernel else (grown == 0), d
 
 
 def udp_exchange(tb: Testbed, payload: bytes, port: int = 7, timeout: float = 3) -> bytes:
@@ -84,6 +115,7 @@ def test_dns_over_an_ipv4_literal(clat: ClatProcess, testbed: Testbed) -> None:
 
 
 def test_traceroute_shows_the_hops_behind_the_nat64(clat: ClatProcess, testbed: Testbed) -> None:
+    errors_before = passed(clat, "icmp")
     result = testbed.run(
         testbed.pod, ["traceroute", "-n", "-q", "1", "-w", "2", "-m", "10", SERVER], timeout=90
     )
@@ -93,6 +125,8 @@ def test_traceroute_shows_the_hops_behind_the_nat64(clat: ClatProcess, testbed: 
     assert "192.0.2.2" in hops, result.stdout
     assert hops[-1] == SERVER, result.stdout
     assert "*" not in hops[hops.index("192.0.2.2") :], result.stdout
+    if clat.kernel_path():  # the Time Exceeded / Port Unreachable errors: userspace's (§5.2)
+        assert passed(clat, "icmp") >= errors_before + 2
 
 
 def test_closed_udp_port_is_refused(clat: ClatProcess, testbed: Testbed) -> None:
@@ -101,6 +135,7 @@ def test_closed_udp_port_is_refused(clat: ClatProcess, testbed: Testbed) -> None
 
 
 def test_tcp_download_5mb_across_the_1400_hop(clat: ClatProcess, testbed: Testbed) -> None:
+    before = packets(clat, "6to4")
     result = subprocess.run(
         [
             "ip",
@@ -119,6 +154,7 @@ def test_tcp_download_5mb_across_the_1400_hop(clat: ClatProcess, testbed: Testbe
     assert result.returncode == 0, result.stderr
     assert len(result.stdout) == FIVE_MB
     assert result.stdout == pattern_bytes(FIVE_MB)
+    assert packets(clat, "6to4") >= before + FIVE_MB // 65536  # super-packets at most 64 KB
 
 
 IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14  # linux/in.h
@@ -126,6 +162,8 @@ IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14  # linux/in.h
 
 def test_packet_too_big_becomes_fragmentation_needed(clat: ClatProcess, testbed: Testbed) -> None:
     """The router's Packet Too Big (1400) reaches the app as Fragmentation Needed (1380)."""
+    # (or the pod's own forwarding, with the hop's MTU cached: from the pod's address, then)
+    passed_before = clat.metrics_sum("clat_kernel_passed_total")
     testbed.run(testbed.pod, ["ip", "-4", "route", "flush", "cache"], check=True)
     with testbed.inside(testbed.pod):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -143,12 +181,15 @@ def test_packet_too_big_becomes_fragmentation_needed(clat: ClatProcess, testbed:
                 break
             time.sleep(0.1)
         assert learnt == 1380
+    if clat.kernel_path():  # the datagram went in the kernel, the Packet Too Big to userspace
+        assert clat.metrics_sum("clat_kernel_passed_total") > passed_before
 
 
 def test_tcp_upload_5mb_across_the_1400_hop(
     clat: ClatProcess, testbed: Testbed, tmp_path: object
 ) -> None:
     body = hashlib.sha256(b"seed").digest() * (FIVE_MB // 32)
+    before = packets(clat, "4to6")
     result = subprocess.run(
         [
             "ip",
@@ -171,11 +212,15 @@ def test_tcp_upload_5mb_across_the_1400_hop(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().strip() == hashlib.sha256(body).hexdigest()
+    assert packets(clat, "4to6") >= before + FIVE_MB // 65536
 
 
 def test_udp_4000_bytes_across_the_1400_hop(clat: ClatProcess, testbed: Testbed) -> None:
     payload = bytes(range(256)) * 15 + bytes(160)  # 4000 bytes: fragmented on every hop
+    fragments_before = passed(clat, "fragment")
     assert udp_exchange(testbed, payload) == payload
+    if clat.kernel_path():  # fragments are userspace's (RFC 7915 §4.1): 3 of 1480 bytes out
+        assert passed(clat, "fragment") >= fragments_before + 3
 
 
 def test_native_ipv6_and_translated_ipv4_concurrently(clat: ClatProcess, testbed: Testbed) -> None:
@@ -224,9 +269,10 @@ def test_native_ipv6_and_translated_ipv4_concurrently(clat: ClatProcess, testbed
 
 def test_metrics_count_packets_and_drops(clat: ClatProcess, testbed: Testbed) -> None:
     testbed.run(testbed.pod, ["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER])
-    assert clat.metric("clat_packets_total", 'direction="4to6"') > 0
-    assert clat.metric("clat_packets_total", 'direction="6to4"') > 0
-    assert clat.metric("clat_bytes_total", 'direction="4to6"') > 0
+    kernel = "kernel_" if clat.kernel_path() else ""
+    assert clat.metric(f"clat_{kernel}packets_total", 'direction="4to6"') > 0
+    assert clat.metric(f"clat_{kernel}packets_total", 'direction="6to4"') > 0
+    assert clat.metric(f"clat_{kernel}bytes_total", 'direction="4to6"') > 0
     assert clat.metric("clat_ready") == 1
     assert clat.metric("clat_prefix_info", 'prefix="2001:db8:64::/96",source="rfc7050"') == 1
 
@@ -242,6 +288,8 @@ def test_metrics_count_packets_and_drops(clat: ClatProcess, testbed: Testbed) ->
             break
         threading.Event().wait(0.1)
     assert clat.metric("clat_drops_total", 'reason="truncated"') == before + 1
+    if kernel:  # the kernel path left it to userspace, which counts the drop
+        assert clat.metric("clat_kernel_passed_total", 'reason="length"') >= 1
 
 
 # ---- super-packets both ways: a server beyond the CLAT over native IPv6 (no NAT64) -------------
@@ -254,7 +302,8 @@ def native_server(testbed: Testbed) -> Iterator[NativeServer]:
 
 
 def offloading(clat: ClatProcess) -> bool:
-    return "--no-offload" not in clat.args
+    """Whether the userspace path takes super-packets: offload on and no kernel path before it."""
+    return "--no-offload" not in clat.args and not clat.kernel_path()
 
 
 def tcp_to_native(tb: Testbed, request: bytes, body: bytes = b"") -> bytes:
@@ -277,13 +326,22 @@ def test_tcp_both_ways_as_super_packets(
         d: clat.metric("clat_offload_super_packets_total", f'direction="{d}"')
         for d in ("4to6", "6to4")
     }
+    kernel_before = {d: packets(clat, d) for d in DIRECTIONS}
+    gso_before = passed(clat, "gso")
     assert tcp_to_native(testbed, b"get %d\n" % FIVE_MB) == pattern_bytes(FIVE_MB)
     body = hashlib.sha256(b"up").digest() * (FIVE_MB // 32)
     answer = tcp_to_native(testbed, b"put %d\n" % len(body), body)
     assert answer.decode().strip() == hashlib.sha256(body).hexdigest()
     for direction in ("4to6", "6to4"):
         grown = clat.metric("clat_offload_super_packets_total", f'direction="{direction}"')
-        assert (grown > before[direction]) is offloading(clat), direction
+        if clat.kernel_path():
+            # The kernel path carried them, as super-packets of 64 KB at most; the userspace
+            # path took whole only the super-packets it left for their GSO type.
+            in_kernel = packets(clat, direction) - kernel_before[direction]
+            assert in_kernel >= FIVE_MB // 65536, direction
+            assert grown - before[direction] <= passed(clat, "gso") - gso_before, direction
+        else:
+            assert (grown > before[direction]) is offloading(clat), direction
 
 
 def test_udp_burst_both_ways_intact_and_in_order(
@@ -293,6 +351,7 @@ def test_udp_burst_both_ways_intact_and_in_order(
     before = {
         d: clat.metric("clat_offload_coalesced_total", f'direction="{d}"') for d in ("4to6", "6to4")
     }
+    kernel_before = {d: packets(clat, d) for d in DIRECTIONS}
     with testbed.inside(testbed.pod):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with sock:
@@ -314,3 +373,5 @@ def test_udp_burst_both_ways_intact_and_in_order(
     for direction in ("4to6", "6to4"):
         grown = clat.metric("clat_offload_coalesced_total", f'direction="{direction}"')
         assert (grown > before[direction]) is offloading(clat), direction
+        if clat.kernel_path():  # every datagram of the burst, in the kernel
+            assert packets(clat, direction) - kernel_before[direction] >= len(sent), direction

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.root
 
 SERVER = "203.0.113.10"
 PREFIX = "2001:db8:64::/96"
-TWO_WORKERS = ("--plat-prefix", PREFIX, "--workers", "2")
+TWO_WORKERS = ("--plat-prefix", PREFIX, "--workers", "2", "--datapath", "userspace")
 
 
 def workers(clat: ClatProcess) -> list[int]:
@@ -70,7 +70,8 @@ def test_metrics_add_up_the_workers(testbed: Testbed) -> None:
         clat.wait_ready()
         assert len(workers(clat)) == 2
         assert re.search(
-            r'^clat_datapath_info\{datapath="userspace",offloads="[^"]*tso4[^"]*",workers="2"\} 1',
+            r'^clat_datapath_info\{datapath="userspace",kernel_unavailable="",'
+            r'offloads="[^"]*tso4[^"]*",requested="userspace",workers="2"\} 1',
             clat.http("/metrics")[1],
             re.MULTILINE,
         )

@@ -32,7 +32,12 @@ def test_stats_has_exactly_the_counters_of_the_table() -> None:
         "drops",
         "discovery",
     }
-    assert by_direction == {c.attribute for c in counters.BY_DIRECTION}
+    kernel = {c.attribute for c in counters.KERNEL_BY_DIRECTION} | {
+        c.attribute for c in counters.KERNEL_BY_REASON
+    }
+    assert by_direction == {c.attribute for c in counters.BY_DIRECTION} | kernel
+    for by_reason in counters.KERNEL_BY_REASON:
+        assert tuple(getattr(stats, by_reason.attribute)) == by_reason.reasons
     # every drop reason of the core and the offload core, without retyping any of them
     assert set(stats.drops) == DROP_REASONS | OFFLOAD_DROP_REASONS | {
         counters.TUN_WRITE_FAILED,

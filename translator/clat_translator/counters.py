@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from clat_translator.bpf.loader import DROP_REASONS as KERNEL_DROP_REASONS
+from clat_translator.bpf.loader import PASS_REASONS as KERNEL_PASS_REASONS
 from clat_translator.xlat import DROP_REASONS as CORE_DROP_REASONS
 from clat_translator.xlat.offload import OFFLOAD_DROP_REASONS
 
@@ -35,8 +37,14 @@ class DirectionCounter(NamedTuple):
 
 
 BY_DIRECTION: tuple[DirectionCounter, ...] = (
-    DirectionCounter("packets", "clat_packets", "Packets translated, by direction"),
-    DirectionCounter("bytes", "clat_bytes", "Bytes of packets translated (as read), by direction"),
+    DirectionCounter(
+        "packets", "clat_packets", "Packets translated by the userspace path, by direction"
+    ),
+    DirectionCounter(
+        "bytes",
+        "clat_bytes",
+        "Bytes of packets translated by the userspace path (as read), by direction",
+    ),
     DirectionCounter(
         "errors_sent",
         "clat_icmp_errors_sent",
@@ -59,6 +67,46 @@ BY_DIRECTION: tuple[DirectionCounter, ...] = (
     ),
 )
 DROPS_METRIC = "clat_drops"  # Stats.drops[reason]
+
+# The kernel path's per-CPU counters (bpf/clat.bpf.c `enum clat_counter`), summed over the CPUs.
+# Kept apart from the tables above: the workers never count them (packet_counter_keys).
+KERNEL_BY_DIRECTION: tuple[DirectionCounter, ...] = (
+    DirectionCounter(
+        "kernel_packets",
+        "clat_kernel_packets",
+        "Packets translated by the kernel path, by direction",
+    ),
+    DirectionCounter(
+        "kernel_bytes",
+        "clat_kernel_bytes",
+        "Bytes of packets translated by the kernel path (as they arrived), by direction",
+    ),
+)
+
+
+class ReasonCounter(NamedTuple):
+    """A counter kept per reason: `Stats.<attribute>[reason]`, exported as `metric`."""
+
+    attribute: str
+    metric: str  # Prometheus family name; the exposition adds `_total`
+    help: str
+    reasons: tuple[str, ...]
+
+
+KERNEL_BY_REASON: tuple[ReasonCounter, ...] = (
+    ReasonCounter(
+        "kernel_passed",
+        "clat_kernel_passed",
+        "Packets the kernel path left to the userspace path, by reason",
+        KERNEL_PASS_REASONS,
+    ),
+    ReasonCounter(
+        "kernel_drops",
+        "clat_kernel_drops",
+        "Packets the kernel path dropped (a helper failed mid-translation), by reason",
+        KERNEL_DROP_REASONS,
+    ),
+)
 
 
 def packet_counter_keys(drop_reasons: Iterable[str]) -> list[tuple[str, str]]:

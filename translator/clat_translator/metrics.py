@@ -17,6 +17,8 @@ from clat_translator.counters import (
     BY_DIRECTION,
     DIRECTIONS,
     DROPS_METRIC,
+    KERNEL_BY_DIRECTION,
+    KERNEL_BY_REASON,
     SIDECAR_DROP_REASONS,
     all_drop_reasons,
 )
@@ -32,11 +34,18 @@ class Stats:
     super_packets: Counter[str]  # the offloaded data path: translated whole,
     segmented: Counter[str]  # cut into segments for the reference path,
     coalesced: Counter[str]  # left in one USO frame with others of their flow
+    # the kernel path's (counters.KERNEL_BY_DIRECTION and KERNEL_BY_REASON), made in __init__
+    kernel_packets: Counter[str]
+    kernel_bytes: Counter[str]
+    kernel_passed: Counter[str]
+    kernel_drops: Counter[str]
 
     def __init__(self, drop_reasons: Iterable[str] | None = None) -> None:
         """`drop_reasons` (plus the sidecar's own) are pre-created at 0; None: all of them."""
-        for counter in BY_DIRECTION:
+        for counter in (*BY_DIRECTION, *KERNEL_BY_DIRECTION):
             setattr(self, counter.attribute, Counter({d: 0 for d in DIRECTIONS}))
+        for by_reason in KERNEL_BY_REASON:
+            setattr(self, by_reason.attribute, Counter(dict.fromkeys(by_reason.reasons, 0)))
         reasons = all_drop_reasons() if drop_reasons is None else drop_reasons
         self.drops: Counter[str] = Counter(
             {r: 0 for r in (*reasons, *sorted(SIDECAR_DROP_REASONS))}
@@ -47,9 +56,12 @@ class Stats:
         self.prefix_changes = 0
         self.ready = False
         self.standing_down = False
-        # the data path in use (clat_datapath_info): its name, the offloads the TUN took,
+        # the data path in use (clat_datapath_info): its name, the one asked for (--datapath),
+        # why auto fell back to userspace ("" = it did not), the offloads the TUN took,
         # worker processes
         self.datapath: str = ""
+        self.datapath_requested: str = ""
+        self.kernel_unavailable: str = ""
         self.offloads: str = ""
         self.workers = 1
         # called before the counters are read (counters kept elsewhere are summed into these)
@@ -61,6 +73,9 @@ class Stats:
             *self.packets.values(),
             *self.errors_sent.values(),
             sum(self.drops.values()),
+            *self.kernel_packets.values(),
+            sum(self.kernel_passed.values()),
+            sum(self.kernel_drops.values()),
         )
 
     def summary(self) -> str:
@@ -69,7 +84,22 @@ class Stats:
             f"packets 4to6={self.packets['4to6']} 6to4={self.packets['6to4']} "
             f"bytes 4to6={self.bytes['4to6']} 6to4={self.bytes['6to4']} "
             f"icmp-errors-sent 4to6={self.errors_sent['4to6']} 6to4={self.errors_sent['6to4']} "
-            f"drops={sum(self.drops.values())}" + (f" ({drops})" if drops else "")
+            f"drops={sum(self.drops.values())}"
+            + (f" ({drops})" if drops else "")
+            + self._kernel_summary()
+        )
+
+    def _kernel_summary(self) -> str:
+        if self.datapath != "kernel":
+            return ""
+        passed = " ".join(f"{r}={n}" for r, n in sorted(self.kernel_passed.items()) if n)
+        return (
+            f"; kernel packets 4to6={self.kernel_packets['4to6']} "
+            f"6to4={self.kernel_packets['6to4']} "
+            f"bytes 4to6={self.kernel_bytes['4to6']} 6to4={self.kernel_bytes['6to4']} "
+            f"passed={sum(self.kernel_passed.values())}"
+            + (f" ({passed})" if passed else "")
+            + f" drops={sum(self.kernel_drops.values())}"
         )
 
 
@@ -86,6 +116,17 @@ class StatsCollector(Collector):
             values: Counter[str] = getattr(s, counter.attribute)
             for d in DIRECTIONS:
                 family.add_metric([d], values[d])
+            yield family
+        for counter in KERNEL_BY_DIRECTION:
+            family = CounterMetricFamily(counter.metric, counter.help, labels=["direction"])
+            values = getattr(s, counter.attribute)
+            for d in DIRECTIONS:
+                family.add_metric([d], values[d])
+            yield family
+        for by_reason in KERNEL_BY_REASON:
+            family = CounterMetricFamily(by_reason.metric, by_reason.help, labels=["reason"])
+            for reason, count in sorted(getattr(s, by_reason.attribute).items()):
+                family.add_metric([reason], count)
             yield family
         drops = CounterMetricFamily(DROPS_METRIC, "Packets dropped, by reason", labels=["reason"])
         for reason, count in sorted(s.drops.items()):
@@ -112,12 +153,20 @@ class StatsCollector(Collector):
         standing_down.add_metric([], 1 if s.standing_down else 0)
         datapath = InfoMetricFamily(
             "clat_datapath",
-            "The data path in use, the TUN offloads it took (off = offload off) and worker "
-            "processes",
+            "The data path in use (kernel: the tc-eBPF path with userspace for the rest), the one "
+            "asked for, why the kernel path is not used (auto's fallback), the TUN offloads "
+            "(off = offload off) and worker processes",
         )
         if s.offloads:
             datapath.add_metric(
-                [], {"datapath": s.datapath, "offloads": s.offloads, "workers": str(s.workers)}
+                [],
+                {
+                    "datapath": s.datapath,
+                    "requested": s.datapath_requested,
+                    "kernel_unavailable": s.kernel_unavailable,
+                    "offloads": s.offloads,
+                    "workers": str(s.workers),
+                },
             )
         yield from (drops, discovery, changes, prefix, ready, standing_down, datapath)
 

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from clat_translator import logs, netconf, nftables
+from clat_translator.bpf.loader import KernelPathUnavailable
 from clat_translator.datapath import Datapath, UserspaceDatapath
 from clat_translator.health import HealthServer
+from clat_translator.kernel_datapath import KernelPath
 from clat_translator.metrics import Stats, make_registry
 from clat_translator.packet_loop import PacketLoop
 from clat_translator.plumbing import PodPlumbing, SetupError, refuse_foreign_device
@@ -275,9 +277,16 @@ class Sidecar:
         self.stats.offloads = offload_names(offloads) if settings.offload else "off"
         self.stats.workers = workers
         self._start_datapaths(tun, self._make_translator(), workers)
+        if self.stats.datapath == "kernel":
+            how = " (tc-eBPF on the TUN, userspace for the rest)"
+        elif self.stats.kernel_unavailable:
+            how = f" (the kernel path cannot run here: {self.stats.kernel_unavailable})"
+        else:
+            how = ""
         self.log.info(
-            "data path: %s offload=%s workers=%d",
+            "data path: %s%s offload=%s workers=%d",
             self.stats.datapath,
+            how,
             self.stats.offloads,
             workers,
         )
@@ -296,13 +305,19 @@ class Sidecar:
 
     def _start_datapaths(self, tun: TunDevice, translator: Translator, workers: int) -> None:
         """The data paths, on the configured TUN, before ready. The userspace one always runs:
-        it takes every packet the TUN delivers."""
+        it takes every packet the TUN delivers. The kernel one (--datapath kernel, or auto where
+        it loads) is attached after it and translates the common packets before they reach the
+        TUN's descriptor; the last one attached names the data path."""
         userspace = UserspaceDatapath(tun, translator, self.stats, workers)
         self.datapaths.append(userspace)  # before start: teardown stops what a failed start began
         userspace.start()
-        # The seam for the kernel fast path (bpf/, settings.datapath): attach it here, after
-        # the userspace path it hands the uncommon packets to through the TUN, and append it;
-        # the last one attached names the data path.
+        requested = self.settings.datapath
+        self.stats.datapath_requested = requested
+        if requested != "userspace":
+            unavailable = self._start_kernel_path(tun.name, translator.config)
+            if unavailable is not None and requested == "kernel":
+                raise SetupError(f"--datapath kernel: {unavailable}")
+            self.stats.kernel_unavailable = unavailable or ""
         self.stats.datapath = self.datapaths[-1].name
         stats, datapaths = self.stats, self.datapaths
 
@@ -311,6 +326,25 @@ class Sidecar:
                 datapath.collect(stats)
 
         self.stats.refresh = collect
+
+    def _start_kernel_path(self, tun_name: str, config: XlatConfig) -> str | None:
+        """Attach the kernel path; None, or the one-line reason it cannot run here."""
+        try:
+            kernel = KernelPath(tun_name, config)
+        except KernelPathUnavailable as exc:
+            return exc.reason
+        self.datapaths.append(kernel)  # before start, as above
+        try:
+            kernel.start()
+        except (KernelPathUnavailable, OSError) as exc:
+            self.datapaths.remove(kernel)
+            kernel.stop()
+            if isinstance(exc, KernelPathUnavailable):
+                if exc.log:
+                    self.log.debug("libbpf said:\n%s", exc.log)
+                return exc.reason
+            return f"attaching the kernel path: {exc}"
+        return None
 
     def _make_translator(self) -> Translator:
         assert self.uplink is not None

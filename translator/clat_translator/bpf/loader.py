@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import errno
 import ipaddress
+import mmap
 import os
 import socket
 import struct
@@ -33,6 +34,9 @@ LOCAL_IPV4 = "192.0.0.2"
 DF_LIMIT = 1260  # RFC 7915 §5.1: DF on translated packets bigger than 1260 bytes
 MIN_KERNEL = (5, 15)  # gso_size kept by bpf_skb_change_proto, GSO of every type (5.14+)
 VERIFIER_LOG_LINES = 40  # kept from libbpf's output for debugging a rejected program
+# The verifier log's closing lines, which say nothing of why (libbpf's own, its statistics).
+VERIFIER_SUMMARY = ("libbpf:", "processed ", "-- ", "verification time", "stack depth")
+MESSAGE_BYTES = 1 << 22  # one libbpf message, formatted whole (the verifier's log is one)
 
 # clat.bpf.c `enum clat_counter`, in order (tests/bpf checks the two agree).
 COUNTERS: tuple[str, ...] = (
@@ -68,6 +72,7 @@ CONFIG = struct.Struct("=IIII16s16s4s4sIIII")
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
+BPF_TC_INGRESS = 1
 BPF_TC_EGRESS = 2
 BPF_TC_F_REPLACE = 1
 TC_HANDLE = 0xC1A7  # our filter's handle and priority on clsact egress
@@ -246,7 +251,7 @@ _lib_lock = threading.Lock()
 _print_lock = threading.RLock()
 _lib: ctypes.CDLL | None = None
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+_libc.vsnprintf.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 
 
 def _signatures(lib: ctypes.CDLL) -> None:
@@ -297,9 +302,16 @@ def libbpf_messages() -> Iterator[list[str]]:
     log: list[str] = []
 
     def keep(level: int, fmt: bytes | None, args: int | None) -> int:
-        buf = ctypes.create_string_buffer(4096)
-        _libc.vsnprintf(buf, len(buf), fmt, args)
-        log.extend(buf.value.decode(errors="replace").splitlines())
+        # The verifier's log arrives as one message of up to megabytes: its last line (the
+        # reason) must not be cut off.
+        # Anonymous memory: only the pages the message fills become resident, and only until
+        # it is copied out (a zero-filled buffer would add MESSAGE_BYTES to the RSS).
+        with mmap.mmap(-1, MESSAGE_BYTES) as memory:
+            buf = (ctypes.c_char * MESSAGE_BYTES).from_buffer(memory)
+            _libc.vsnprintf(ctypes.addressof(buf), MESSAGE_BYTES, fmt, args)
+            text = ctypes.string_at(ctypes.addressof(buf))
+            del buf
+        log.extend(text.decode(errors="replace").splitlines())
         del log[:-VERIFIER_LOG_LINES]
         return 0
 
@@ -448,7 +460,7 @@ def _load_reason(err: int, log: list[str]) -> str:
     verifier = [line for line in log if line.strip()]
     if err in (errno.EACCES, errno.EINVAL) and verifier:
         tail = next(
-            (line for line in reversed(verifier) if not line.startswith(("libbpf:", "processed"))),
+            (line for line in reversed(verifier) if not line.strip().startswith(VERIFIER_SUMMARY)),
             verifier[-1],
         )
         return f"the kernel's verifier rejected the BPF program: {tail.strip()}"
@@ -502,8 +514,14 @@ class KernelDatapath:
         self._created_qdisc = False
         self.replaced_leftovers = 0
 
-    def _hook(self) -> _TcHook:
-        return _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=self.ifindex, attach_point=BPF_TC_EGRESS)
+    def _hook(self, attach_point: int = BPF_TC_EGRESS) -> _TcHook:
+        return _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=self.ifindex, attach_point=attach_point)
+
+    def _destroy_qdisc(self, lib: ctypes.CDLL) -> None:
+        """Remove the clsact qdisc: libbpf deletes it only for a hook of both attach points
+        (one alone just flushes that side's filters)."""
+        lib.bpf_tc_hook_destroy(ctypes.byref(self._hook(BPF_TC_INGRESS | BPF_TC_EGRESS)))
+        self._created_qdisc = False
 
     def _opts(self, prog_fd: int = 0, flags: int = 0) -> _TcOpts:
         return _TcOpts(
@@ -526,6 +544,9 @@ class KernelDatapath:
             with libbpf_messages():
                 self._attach(program)
         except BaseException:
+            if self._created_qdisc:  # a failed attach leaves nothing of this run on the device
+                with libbpf_messages():
+                    self._destroy_qdisc(program._lib)
             program.close()
             raise
         self.program = program
@@ -581,7 +602,7 @@ class KernelDatapath:
                 # Errors are expected when the device went first (it takes its filters).
                 lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(self._opts()))
                 if self._created_qdisc:
-                    lib.bpf_tc_hook_destroy(ctypes.byref(hook))
+                    self._destroy_qdisc(lib)
         finally:
             program.close()
 
