@@ -315,7 +315,7 @@ def security_context(mode: SecurityMode, datapath: str | None = None) -> dict[st
     capabilities = ["NET_ADMIN", "NET_RAW"]
     if datapath != "userspace":
         # The kernel data path: loading a tc program takes CAP_BPF, attaching it CAP_NET_ADMIN
-        # (Linux >= 5.8; CAP_PERFMON is not needed for tc programs).
+        # (Linux >= 5.8). clat.bpf.c is written for the verifier without CAP_PERFMON.
         capabilities.append("BPF")
     return base | {
         "privileged": False,

@@ -33,6 +33,27 @@ def test_without_capabilities_the_reason_says_so() -> None:
     assert result.stdout.count("\n") == 1, "one line"
 
 
+def test_it_loads_with_cap_bpf_and_without_perfmon() -> None:
+    """The capabilities-mode sidecar has CAP_BPF and CAP_NET_ADMIN, not CAP_PERFMON or
+    CAP_SYS_ADMIN: the verifier is stricter then (no variable stack offsets, no pointer selects,
+    no uninitialised stack reads), and the program must still load."""
+    script = (
+        "from clat_translator.bpf import BpfProgram\n"
+        "BpfProgram().close()\nprint('loaded')\n"
+    )
+    dropped = "-perfmon,-sys_admin"
+    result = subprocess.run(
+        ["setpriv", f"--inh-caps={dropped}", f"--bounding-set={dropped}", sys.executable]
+        + ["-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "loaded\n"
+
+
 def test_a_verifier_rejection_keeps_the_log(tmp_path: Path) -> None:
     source = tmp_path / "bad.bpf.c"
     source.write_text(

@@ -241,22 +241,10 @@ def test_traceroute(sidecar: SidecarContainer) -> None:
     assert IPV4_ROUTER in hops and hops[-1] == SERVER, result.stdout
 
 
-def test_the_kernel_data_path_runs_in_the_container(
-    sidecar: SidecarContainer, request: pytest.FixtureRequest
-) -> None:
+def test_the_kernel_data_path_runs_in_the_container(sidecar: SidecarContainer) -> None:
     """Privileged, and with only the capabilities the operator adds (BPF among them): the
     default `--datapath auto` attaches the kernel path, which then carries the traffic."""
     security = sidecar.container["securityContext"]
-    if not security.get("privileged"):
-        # Found here: with CAP_BPF but not CAP_PERFMON the verifier forbids pointer arithmetic
-        # the program does (clat.bpf.c, the address comparison); strict, so that the fix shows.
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="the verifier rejects clat.bpf.c without CAP_PERFMON (pointer "
-                "arithmetic prohibited for !root)",
-            )
-        )
     if not security.get("privileged"):
         assert "BPF" in security["capabilities"]["add"]
     assert "data path: kernel (tc-eBPF on the TUN" in sidecar.output(), sidecar.output()

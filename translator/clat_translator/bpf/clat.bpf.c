@@ -159,7 +159,7 @@ static __always_inline int differ(const __u8 *a, const __u8 *b, int len)
 {
 	__u8 d = 0;
 
-#pragma unroll
+#pragma clang loop unroll(full)
 	for (int i = 0; i < len; i++)
 		d |= a[i] ^ b[i];
 	return d != 0;
@@ -170,7 +170,7 @@ static __always_inline __u64 sum_be16(const __u8 *p, int len)
 {
 	__u64 s = 0;
 
-#pragma unroll
+#pragma clang loop unroll(full)
 	for (int i = 0; i < len; i += 2)
 		s += ((__u64)p[i] << 8) | p[i + 1];
 	return s;
@@ -355,13 +355,18 @@ static __always_inline int xlat46(struct __sk_buff *skb, const struct clat_confi
 		return pass(PASS_HOP_LIMIT);
 
 	__u8 proto = ip.proto;
+	/* old: the transport checksum, read in each branch at its constant offset (a variable
+	 * stack offset is refused by the verifier without CAP_PERFMON). */
 	__u32 l4len, csum_at;
+	__u16 old;
 
 	if (proto == IPPROTO_TCP) {
 		if (n < 40 || bpf_skb_load_bytes(skb, l3 + 20, l4, 20) < 0)
 			return pass(PASS_LENGTH);
 		l4len = (l4[12] >> 4) << 2;
 		csum_at = 16;
+		old = ((__u16)l4[16] << 8) | l4[17];
+		barrier_var(old);
 	} else if (proto == IPPROTO_UDP) {
 		if (n < 28 || bpf_skb_load_bytes(skb, l3 + 20, l4, 8) < 0)
 			return pass(PASS_LENGTH);
@@ -369,6 +374,8 @@ static __always_inline int xlat46(struct __sk_buff *skb, const struct clat_confi
 			return pass(PASS_UDP_CHECKSUM_ZERO);
 		l4len = 8;
 		csum_at = 6;
+		old = ((__u16)l4[6] << 8) | l4[7];
+		barrier_var(old);
 	} else if (proto == IPPROTO_ICMP) {
 		if (n < 28 || bpf_skb_load_bytes(skb, l3 + 20, l4, 8) < 0)
 			return pass(PASS_LENGTH);
@@ -376,6 +383,8 @@ static __always_inline int xlat46(struct __sk_buff *skb, const struct clat_confi
 			return pass(PASS_ICMP);
 		l4len = 8;
 		csum_at = 2;
+		old = ((__u16)l4[2] << 8) | l4[3];
+		barrier_var(old);
 	} else {
 		return pass(PASS_PROTOCOL);
 	}
@@ -393,15 +402,20 @@ static __always_inline int xlat46(struct __sk_buff *skb, const struct clat_confi
 
 		seg6 = 40 + l4len + (payload < skb->gso_size ? payload : skb->gso_size);
 	}
-	if (seg6 > (frag & IP_DF ? cfg->ipv6_mtu : cfg->lowest_ipv6_mtu))
+	/* Both loaded before the choice: a select between two map-value pointers is pointer
+	 * arithmetic the verifier refuses without CAP_PERFMON (the capabilities-mode sidecar). */
+	__u32 mtu6 = cfg->ipv6_mtu, lowest6 = cfg->lowest_ipv6_mtu;
+
+	barrier_var(mtu6);
+	barrier_var(lowest6);
+	if (seg6 > (frag & IP_DF ? mtu6 : lowest6))
 		return pass(PASS_SIZE);
 
 	/* RFC 6052 + RFC 7757: source through the EAM entry, destination into the prefix. */
 	__builtin_memcpy(out.addrs, cfg->clat_v6, 16);
 	embed(out.addrs + 16, dst4, cfg);
 	__u64 delta = (sum_be16(out.addrs, 32) + MOD16 - sum_be16(ip.addrs, 8) % MOD16) % MOD16;
-	__u16 old = ((__u16)l4[csum_at] << 8) | l4[csum_at + 1];
-	__u8 icmp_head[4];
+	__u8 icmp_head[4] = {}; /* zeroed: uninitialised stack is unreadable without CAP_PERFMON */
 
 	if (proto == IPPROTO_ICMP) {
 		/* RFC 7915 §4.2: type 8/0 -> 128/129; the checksum gains the pseudo-header. */
@@ -500,13 +514,18 @@ static __always_inline int xlat64(struct __sk_buff *skb, const struct clat_confi
 	if (ip.hop <= 1)
 		return pass(PASS_HOP_LIMIT);
 
+	/* old: the transport checksum, read in each branch at its constant offset (a variable
+	 * stack offset is refused by the verifier without CAP_PERFMON). */
 	__u32 l4len, csum_at;
+	__u16 old;
 
 	if (proto == IPPROTO_TCP) {
 		if (n < 60 || bpf_skb_load_bytes(skb, l3 + 40, l4, 20) < 0)
 			return pass(PASS_LENGTH);
 		l4len = (l4[12] >> 4) << 2;
 		csum_at = 16;
+		old = ((__u16)l4[16] << 8) | l4[17];
+		barrier_var(old);
 	} else if (proto == IPPROTO_UDP) {
 		if (n < 48 || bpf_skb_load_bytes(skb, l3 + 40, l4, 8) < 0)
 			return pass(PASS_LENGTH);
@@ -514,6 +533,8 @@ static __always_inline int xlat64(struct __sk_buff *skb, const struct clat_confi
 			return pass(PASS_UDP_CHECKSUM_ZERO);
 		l4len = 8;
 		csum_at = 6;
+		old = ((__u16)l4[6] << 8) | l4[7];
+		barrier_var(old);
 	} else {
 		if (n < 48 || bpf_skb_load_bytes(skb, l3 + 40, l4, 8) < 0)
 			return pass(PASS_LENGTH);
@@ -521,6 +542,8 @@ static __always_inline int xlat64(struct __sk_buff *skb, const struct clat_confi
 			return pass(PASS_ICMP);
 		l4len = 8;
 		csum_at = 2;
+		old = ((__u16)l4[2] << 8) | l4[3];
+		barrier_var(old);
 	}
 
 	/* RFC 7915 §5.1: DF (and ID 0, RFC 6864) above df_limit, else DF clear and a fresh ID.
@@ -553,8 +576,7 @@ static __always_inline int xlat64(struct __sk_buff *skb, const struct clat_confi
 		df = total > cfg->df_limit;
 	}
 
-	__u16 old = ((__u16)l4[csum_at] << 8) | l4[csum_at + 1];
-	__u8 icmp_head[4];
+	__u8 icmp_head[4] = {}; /* zeroed: uninitialised stack is unreadable without CAP_PERFMON */
 
 	out.addrs[0] = src4 >> 24;
 	out.addrs[1] = src4 >> 16;
