@@ -37,10 +37,7 @@ def test_it_loads_with_cap_bpf_and_without_perfmon() -> None:
     """The capabilities-mode sidecar has CAP_BPF and CAP_NET_ADMIN, not CAP_PERFMON or
     CAP_SYS_ADMIN: the verifier is stricter then (no variable stack offsets, no pointer selects,
     no uninitialised stack reads), and the program must still load."""
-    script = (
-        "from clat_translator.bpf import BpfProgram\n"
-        "BpfProgram().close()\nprint('loaded')\n"
-    )
+    script = "from clat_translator.bpf import BpfProgram\nBpfProgram().close()\nprint('loaded')\n"
     dropped = "-perfmon,-sys_admin"
     result = subprocess.run(
         ["setpriv", f"--inh-caps={dropped}", f"--bounding-set={dropped}", sys.executable]
