@@ -39,6 +39,31 @@ def test_nft_ruleset_masquerades_only_the_clat_address() -> None:
     assert 'comment "clat-translator state v1: net/ipv6/conf/all/forwarding=0"' in text
 
 
+def test_nft_ruleset_in_a_table_of_its_own_name() -> None:
+    text = nftables.render("fd64:c1a7:464::4", "clat-host", "", table="clat_host")
+    assert "table ip6 clat_host {}\ndelete table ip6 clat_host\ntable ip6 clat_host {\n" in text
+    assert "clat_translator" not in text
+    assert 'ip6 saddr fd64:c1a7:464::4 oifname != "clat-host" masquerade' in text
+
+
+@pytest.mark.parametrize(
+    "table", ["filter", "clat host", "clat;flush ruleset", "", "clat" + "a" * 61]
+)
+def test_nft_table_names_are_refused_unless_a_clat_table(table: str) -> None:
+    with pytest.raises(ValueError, match="is not a CLAT table name"):
+        nftables.render(None, "clat", "", table=table)
+    with pytest.raises(ValueError, match="is not a CLAT table name"):
+        nftables.read_state(table)
+
+
+def test_nft_state_longer_than_a_comment_is_refused_before_nft() -> None:
+    # nft itself allows 128 characters of comment, the mark included
+    state = " ".join(f"net/ipv6/conf/eth{n}/accept_ra=1" for n in range(4))
+    assert len(state) > nftables.STATE_MAX
+    with pytest.raises(ValueError, match="does not fit an nftables comment"):
+        nftables.install(None, "clat", state)
+
+
 def test_nft_ruleset_without_nat66_keeps_only_the_state() -> None:
     text = nftables.render(None, "clat", "")
     assert "masquerade" not in text

@@ -4,7 +4,9 @@ It also keeps the kernel's own IPv6 multicast out of the TUN.
 
 This shells out to `nft` with a ruleset text: pyroute2's nftables support is thin (no
 masquerade, no atomic table replace, no comments), while `nft -f` applies a whole table
-atomically. The table is the CLAT's own (`ip6 clat_translator`); nothing else is touched.
+atomically. The table is the CLAT's own (`ip6 clat_translator` by default, `--nft-table`);
+nothing else is touched. Two CLATs can share a namespace (the node's host CLAT beside another)
+when each has its own table and TUN name: every function here acts on the one table it is given.
 
 The table's comment records the sysctls we changed with their original values. It lives in the
 namespace, so a run killed by SIGKILL (its container restarted with a fresh filesystem) leaves
@@ -19,13 +21,31 @@ import shutil
 import subprocess
 
 TABLE_FAMILY = "ip6"
-TABLE_NAME = "clat_translator"
+DEFAULT_TABLE = "clat_translator"
 STATE_MARK = "clat-translator state v1:"
+COMMENT_MAX = 128  # nft refuses longer table comments ("comment too long")
+STATE_MAX = COMMENT_MAX - len(STATE_MARK) - 1
+TABLE_NAME_MAX = 64
+# nft takes a table name as a bare identifier, and refuses one that is a keyword of its language
+# ("ip", "filter" is fine, "counter" is not) with no way to quote it. Names must begin with
+# "clat": no keyword does, and a CLAT can never be pointed at a table that is not a CLAT's
+# (its atomic replace deletes the table it is given: `--nft-table filter` would take the host's).
+_TABLE_NAME_RULE = re.compile(rf"clat[A-Za-z0-9_]{{0,{TABLE_NAME_MAX - 4}}}")
 _COMMENT = re.compile(r'^\s*comment "(?P<text>[^"]*)"', re.MULTILINE)
 
 
 class NftError(RuntimeError):
     """`nft` failed or is missing; the message carries nft's own words."""
+
+
+def check_table_name(name: str) -> str:
+    """`name` if it can be our table's name; ValueError saying the rule otherwise."""
+    if not _TABLE_NAME_RULE.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a CLAT table name: 'clat' followed by up to "
+            f"{TABLE_NAME_MAX - 4} letters, digits or '_' (e.g. clat_host)"
+        )
+    return name
 
 
 def _nft(args: list[str], stdin: str | None = None) -> str:
@@ -40,12 +60,13 @@ def _nft(args: list[str], stdin: str | None = None) -> str:
     return proc.stdout
 
 
-def render(clat_v6: str | None, tun: str, state: str) -> str:
-    """The ruleset text: an atomic replace of our table (create, flush by delete, define)."""
+def render(clat_v6: str | None, tun: str, state: str, table: str = DEFAULT_TABLE) -> str:
+    """The ruleset text: an atomic replace of `table` (create, flush by delete, define)."""
+    check_table_name(table)
     lines = [
-        f"table {TABLE_FAMILY} {TABLE_NAME} {{}}",
-        f"delete table {TABLE_FAMILY} {TABLE_NAME}",
-        f"table {TABLE_FAMILY} {TABLE_NAME} {{",
+        f"table {TABLE_FAMILY} {table} {{}}",
+        f"delete table {TABLE_FAMILY} {table}",
+        f"table {TABLE_FAMILY} {table} {{",
         f'  comment "{STATE_MARK} {state}"',
     ]
     if not re.fullmatch(r"[A-Za-z0-9_.@-]+", tun):
@@ -72,28 +93,32 @@ def render(clat_v6: str | None, tun: str, state: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(clat_v6: str | None, tun: str, state: str) -> None:
-    """Create (or atomically replace) our table; `clat_v6` None = no NAT66 (--clat-v6)."""
-    if '"' in state or len(state) > 200:
-        raise ValueError("state text too long or quoted for an nftables comment")
-    _nft(["-f", "-"], render(clat_v6, tun, state))
+def install(clat_v6: str | None, tun: str, state: str, table: str = DEFAULT_TABLE) -> None:
+    """Create (or atomically replace) `table`; `clat_v6` None = no NAT66 (--clat-v6)."""
+    if '"' in state or len(state) > STATE_MAX:
+        raise ValueError(
+            f"the sysctl record ({len(state)} characters) does not fit an nftables comment "
+            f"({STATE_MAX} at most) or is quoted: {state}"
+        )
+    _nft(["-f", "-"], render(clat_v6, tun, state, table))
 
 
-def read_state() -> str | None:
-    """The state text of a table left by an earlier run, or None if there is no table."""
+def read_state(table: str = DEFAULT_TABLE) -> str | None:
+    """The state text of `table` left by an earlier run, or None if there is no such table."""
+    check_table_name(table)
     tables = _nft(["list", "tables", TABLE_FAMILY])
-    if f"table {TABLE_FAMILY} {TABLE_NAME}" not in tables.split("\n"):
+    if f"table {TABLE_FAMILY} {table}" not in tables.split("\n"):
         return None
-    text = _nft(["list", "table", TABLE_FAMILY, TABLE_NAME])
+    text = _nft(["list", "table", TABLE_FAMILY, table])
     match = _COMMENT.search(text)
     if match is None or not match.group("text").startswith(STATE_MARK):
         return ""
     return match.group("text")[len(STATE_MARK) :].strip()
 
 
-def remove() -> bool:
-    """Delete our table; True if it existed."""
-    if read_state() is None:
+def remove(table: str = DEFAULT_TABLE) -> bool:
+    """Delete `table`; True if it existed."""
+    if read_state(table) is None:
         return False
-    _nft(["delete", "table", TABLE_FAMILY, TABLE_NAME])
+    _nft(["delete", "table", TABLE_FAMILY, table])
     return True
