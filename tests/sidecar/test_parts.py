@@ -1,6 +1,7 @@
 """The sidecar's small parts: listen addresses, nftables text, sysctl state, HTTP endpoints."""
 
 import errno
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -56,12 +57,31 @@ def test_nft_table_names_are_refused_unless_a_clat_table(table: str) -> None:
         nftables.read_state(table)
 
 
-def test_nft_state_longer_than_a_comment_is_refused_before_nft() -> None:
-    # nft itself allows 128 characters of comment, the mark included
-    state = " ".join(f"net/ipv6/conf/eth{n}/accept_ra=1" for n in range(4))
-    assert len(state) > nftables.STATE_MAX
-    with pytest.raises(ValueError, match="does not fit an nftables comment"):
-        nftables.install(None, "clat", state)
+def test_nft_state_longer_than_one_comment_continues_in_state_chains() -> None:
+    # nft keeps 128 characters of a comment, the mark included: a node with several devices
+    # records more than that
+    items = [f"net/ipv6/conf/eth{n}/accept_ra=1" for n in range(7)] + [
+        "net/ipv6/conf/all/forwarding=0"
+    ]
+    state = " ".join(items)
+    text = nftables.render(None, "clat-host", state, table="clat_host")
+    comments = re.findall(r'comment "([^"]*)"', text)
+    assert len(comments) > 1
+    assert all(len(comment) <= nftables.COMMENT_MAX for comment in comments)
+    assert "chain state1 {" in text and "chain state2 {" in text
+    # as nft lists it back, chains in any order: the record comes back whole and in order
+    listing = text.split("table ip6 clat_host {\n", 1)[1]
+    chains = re.findall(r"  chain state\d+ \{\n[^}]*\}\n", listing)
+    shuffled = "table ip6 clat_host {\n" + re.sub(r"  chain state\d+ \{\n[^}]*\}\n", "", listing)
+    shuffled = shuffled.replace("  chain output", "".join(reversed(chains)) + "  chain output")
+    assert nftables.parse_state(shuffled) == state
+
+
+def test_nft_state_refuses_what_a_comment_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="a quote"):
+        nftables.render(None, "clat", 'net/x="1"')
+    with pytest.raises(ValueError, match="longer than an nftables comment"):
+        nftables.render(None, "clat", "net/" + "x" * 120 + "=1")
 
 
 def test_nft_ruleset_without_nat66_keeps_only_the_state() -> None:

@@ -201,10 +201,12 @@ def plan_ipv6_forwarding(ipr: IPRoute, sysctls: SysctlChanges, uplink: str) -> N
     so that nothing else of the namespace behaves differently, and restoring puts it all back.
 
     A namespace that forwards already (a node routing for its pods) is left as it is. Otherwise:
-    writing all/forwarding sets `default` and every device to the same value, and restoring it
-    sets them all back to 0, so the ones that were 1 are recorded first (restored last). And with
-    forwarding on, accept_ra=1 ignores router advertisements: an RA-learned default route would
-    expire. 2 keeps accepting them, on the uplink and on every device that holds RA routes.
+    - writing all/forwarding sets `default` and every device to the same value, and restoring it
+      sets them all back to 0: the ones that were 1 are recorded first (so restored last);
+    - with forwarding on, accept_ra=1 ignores router advertisements (their processing, RFC 4861
+      §6.3.4, is a host's, not a router's), and switching it on purges the RA-learned default
+      routes of every device whose accept_ra is not 2. So accept_ra=2 (accept even when
+      forwarding) goes in first, on the uplink and on every device holding routes from RAs.
     """
     if read_sysctl(IPV6_FORWARDING) == "1":
         return
@@ -217,7 +219,6 @@ def plan_ipv6_forwarding(ipr: IPRoute, sysctls: SysctlChanges, uplink: str) -> N
             sysctls.keep(key)
         elif device != "default":
             forwarding_off.append(device)
-    sysctls.plan(IPV6_FORWARDING, "1")
     learning = {uplink}
     for route in ipr.get_routes(family=socket.AF_INET6, table=254):
         oif = _attr(route, "RTA_OIF")
@@ -228,6 +229,7 @@ def plan_ipv6_forwarding(ipr: IPRoute, sysctls: SysctlChanges, uplink: str) -> N
         if read_sysctl(key) == "1":
             # Pods rarely learn routes from RAs (the CNI sets them), so this one is optional.
             sysctls.plan(key, "2", if_read_only="routes learned from RAs may expire")
+    sysctls.plan(IPV6_FORWARDING, "1")
 
 
 class SysctlChanges:

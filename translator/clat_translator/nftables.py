@@ -10,7 +10,9 @@ when each has its own table and TUN name: every function here acts on the one ta
 
 The table's comment records the sysctls we changed with their original values. It lives in the
 namespace, so a run killed by SIGKILL (its container restarted with a fresh filesystem) leaves
-enough behind for the next run to restore them.
+enough behind for the next run to restore them. nft keeps 128 characters of a comment: a longer
+record continues in the comments of empty regular chains `state1`, `state2`, ... (no hook: they
+see no packet).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ TABLE_NAME_MAX = 64
 # (its atomic replace deletes the table it is given: `--nft-table filter` would take the host's).
 _TABLE_NAME_RULE = re.compile(rf"clat[A-Za-z0-9_]{{0,{TABLE_NAME_MAX - 4}}}")
 _COMMENT = re.compile(r'^\s*comment "(?P<text>[^"]*)"', re.MULTILINE)
+_STATE_CHAIN = re.compile(r'^\s*chain state(?P<n>\d+) \{\s*comment "(?P<text>[^"]*)"', re.MULTILINE)
 
 
 class NftError(RuntimeError):
@@ -67,8 +70,10 @@ def render(clat_v6: str | None, tun: str, state: str, table: str = DEFAULT_TABLE
         f"table {TABLE_FAMILY} {table} {{}}",
         f"delete table {TABLE_FAMILY} {table}",
         f"table {TABLE_FAMILY} {table} {{",
-        f'  comment "{STATE_MARK} {state}"',
     ]
+    for n, chunk in enumerate(_state_chunks(state)):
+        comment = f'comment "{STATE_MARK} {chunk}"'
+        lines += [f"  {comment}"] if n == 0 else [f"  chain state{n} {{", f"    {comment}", "  }"]
     if not re.fullmatch(r"[A-Za-z0-9_.@-]+", tun):
         raise ValueError(f"bad TUN name {tun!r}")
     # The kernel's own multicast (MLD reports: forwarding joins ff02::2) would go into the TUN,
@@ -93,13 +98,23 @@ def render(clat_v6: str | None, tun: str, state: str, table: str = DEFAULT_TABLE
     return "\n".join(lines) + "\n"
 
 
+def _state_chunks(state: str) -> list[str]:
+    """The record's items ("key=value"), in order, packed into comments that nft accepts."""
+    if '"' in state:
+        raise ValueError(f"a quote in the state record: {state}")
+    chunks = [""]
+    for item in state.split():
+        if len(item) > STATE_MAX:
+            raise ValueError(f"a state item longer than an nftables comment allows: {item}")
+        if chunks[-1] and len(chunks[-1]) + 1 + len(item) > STATE_MAX:
+            chunks.append(item)
+        else:
+            chunks[-1] = f"{chunks[-1]} {item}".strip()
+    return chunks
+
+
 def install(clat_v6: str | None, tun: str, state: str, table: str = DEFAULT_TABLE) -> None:
     """Create (or atomically replace) `table`; `clat_v6` None = no NAT66 (--clat-v6)."""
-    if '"' in state or len(state) > STATE_MAX:
-        raise ValueError(
-            f"the sysctl record ({len(state)} characters) does not fit an nftables comment "
-            f"({STATE_MAX} at most) or is quoted: {state}"
-        )
     _nft(["-f", "-"], render(clat_v6, tun, state, table))
 
 
@@ -109,11 +124,18 @@ def read_state(table: str = DEFAULT_TABLE) -> str | None:
     tables = _nft(["list", "tables", TABLE_FAMILY])
     if f"table {TABLE_FAMILY} {table}" not in tables.split("\n"):
         return None
-    text = _nft(["list", "table", TABLE_FAMILY, table])
-    match = _COMMENT.search(text)
+    return parse_state(_nft(["list", "table", TABLE_FAMILY, table]))
+
+
+def parse_state(listing: str) -> str:
+    """The state record in `nft list table` output; "" if it carries none."""
+    match = _COMMENT.search(listing)
     if match is None or not match.group("text").startswith(STATE_MARK):
         return ""
-    return match.group("text")[len(STATE_MARK) :].strip()
+    parts = [(0, match.group("text"))]
+    parts += [(int(m.group("n")), m.group("text")) for m in _STATE_CHAIN.finditer(listing)]
+    texts = [text[len(STATE_MARK) :].strip() for _, text in sorted(parts)]
+    return " ".join(text for text in texts if text)
 
 
 def remove(table: str = DEFAULT_TABLE) -> bool:
