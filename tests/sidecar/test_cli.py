@@ -28,6 +28,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "offload": True,
         "workers": 1,
         "datapath": "auto",
+        "nft_table": "clat_translator",
     }
 
 
@@ -46,6 +47,7 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
         CLAT_LISTEN="127.0.0.1:9999",
         CLAT_FORCE="true",
         CLAT_DATAPATH="Kernel",
+        CLAT_NFT_TABLE="clat_host",
     )
     assert args.plat_prefix == "2001:db8:64::/96"
     assert args.plat_prefix_hint == "2001:db8:6464::/64"
@@ -58,6 +60,7 @@ def test_every_flag_reads_its_environment_variable(monkeypatch: pytest.MonkeyPat
     )
     assert (args.mtu, args.listen, args.force) == (1400, "127.0.0.1:9999", True)
     assert args.datapath == "kernel"
+    assert args.nft_table == "clat_host"
 
 
 def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,6 +82,11 @@ def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         (["run", "--listen", "::9180"], "brackets"),
         (["run", "--tun", "a-name-far-too-long"], "not an interface name"),
         (["discover", "--dns64-server", "dns.example"], "not an IP address"),
+        # nft refuses its keywords as names and a CLAT replaces the table it is given: only
+        # names of the CLAT's own kind
+        (["run", "--nft-table", "filter"], "argument --nft-table: 'filter' is not a CLAT table"),
+        (["run", "--nft-table", "clat-host"], "argument --nft-table: 'clat-host' is not a CLAT"),
+        (["run", "--nft-table", "clat" + "x" * 61], "is not a CLAT table name"),
         (
             ["run", "--datapath", "ebpf"],
             "argument --datapath: 'ebpf': one of auto, kernel, userspace",
@@ -132,6 +140,11 @@ def test_bad_environment_names_the_variable(
         main(["run"])
     assert exit_info.value.code == 2
     assert "CLAT_FORCE: 'maybe' is not true or false" in capsys.readouterr().err
+    monkeypatch.delenv("CLAT_FORCE")
+    monkeypatch.setenv("CLAT_NFT_TABLE", "counter")
+    with pytest.raises(SystemExit):
+        main(["run"])
+    assert "CLAT_NFT_TABLE: 'counter' is not a CLAT table name" in capsys.readouterr().err
 
 
 def test_discover_without_any_resolver_fails_clearly(

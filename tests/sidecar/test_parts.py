@@ -1,6 +1,7 @@
 """The sidecar's small parts: listen addresses, nftables text, sysctl state, HTTP endpoints."""
 
 import errno
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -37,6 +38,50 @@ def test_nft_ruleset_masquerades_only_the_clat_address() -> None:
     assert "table ip6 clat_translator {}\ndelete table ip6 clat_translator\n" in text
     assert 'ip6 saddr fd64:c1a7:464::1 oifname != "clat" masquerade' in text
     assert 'comment "clat-translator state v1: net/ipv6/conf/all/forwarding=0"' in text
+
+
+def test_nft_ruleset_in_a_table_of_its_own_name() -> None:
+    text = nftables.render("fd64:c1a7:464::4", "clat-host", "", table="clat_host")
+    assert "table ip6 clat_host {}\ndelete table ip6 clat_host\ntable ip6 clat_host {\n" in text
+    assert "clat_translator" not in text
+    assert 'ip6 saddr fd64:c1a7:464::4 oifname != "clat-host" masquerade' in text
+
+
+@pytest.mark.parametrize(
+    "table", ["filter", "clat host", "clat;flush ruleset", "", "clat" + "a" * 61]
+)
+def test_nft_table_names_are_refused_unless_a_clat_table(table: str) -> None:
+    with pytest.raises(ValueError, match="is not a CLAT table name"):
+        nftables.render(None, "clat", "", table=table)
+    with pytest.raises(ValueError, match="is not a CLAT table name"):
+        nftables.read_state(table)
+
+
+def test_nft_state_longer_than_one_comment_continues_in_state_chains() -> None:
+    # nft keeps 128 characters of a comment, the mark included: a node with several devices
+    # records more than that
+    items = [f"net/ipv6/conf/eth{n}/accept_ra=1" for n in range(7)] + [
+        "net/ipv6/conf/all/forwarding=0"
+    ]
+    state = " ".join(items)
+    text = nftables.render(None, "clat-host", state, table="clat_host")
+    comments = re.findall(r'comment "([^"]*)"', text)
+    assert len(comments) > 1
+    assert all(len(comment) <= nftables.COMMENT_MAX for comment in comments)
+    assert "chain state1 {" in text and "chain state2 {" in text
+    # as nft lists it back, chains in any order: the record comes back whole and in order
+    listing = text.split("table ip6 clat_host {\n", 1)[1]
+    chains = re.findall(r"  chain state\d+ \{\n[^}]*\}\n", listing)
+    shuffled = "table ip6 clat_host {\n" + re.sub(r"  chain state\d+ \{\n[^}]*\}\n", "", listing)
+    shuffled = shuffled.replace("  chain output", "".join(reversed(chains)) + "  chain output")
+    assert nftables.parse_state(shuffled) == state
+
+
+def test_nft_state_refuses_what_a_comment_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="a quote"):
+        nftables.render(None, "clat", 'net/x="1"')
+    with pytest.raises(ValueError, match="longer than an nftables comment"):
+        nftables.render(None, "clat", "net/" + "x" * 120 + "=1")
 
 
 def test_nft_ruleset_without_nat66_keeps_only_the_state() -> None:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from clat_translator import logs
+from clat_translator import logs, nftables
 from clat_translator.discovery import DiscoveryError, discover_rfc7050
 from clat_translator.health import parse_listen
 from clat_translator.runner import DEFAULT_CLAT_V4, RunSettings, Sidecar
@@ -94,6 +94,13 @@ def datapath(text: str) -> str:
     if value not in DATAPATHS:
         raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(DATAPATHS)}")
     return value
+
+
+def nft_table(text: str) -> str:
+    try:
+        return nftables.check_table_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def boolean(text: str) -> bool:
@@ -184,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_env_argument("--tun", interface, "name of the TUN device", default="clat")
     run.add_env_argument(
+        "--nft-table",
+        nft_table,
+        "name of the CLAT's own nftables table (family ip6; 'clat' + letters, digits, '_'): "
+        "two CLATs in one namespace each need their own, and their own --tun",
+        default=nftables.DEFAULT_TABLE,
+        metavar="NAME",
+    )
+    run.add_env_argument(
         "--mtu", mtu, "MTU of the IPv4 default route (default: uplink MTU - 20)", metavar="N"
     )
     run.add_env_argument(
@@ -238,6 +253,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         offload=bool(args.offload),
         workers=args.workers,
         datapath=args.datapath,
+        nft_table=args.nft_table,
     )
 
 

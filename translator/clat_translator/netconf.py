@@ -17,6 +17,8 @@ from typing import Any
 from clat_translator.rtnl import IPRoute, NetlinkError
 
 PROC_SYS = Path("/proc/sys")
+IPV6_FORWARDING = "net/ipv6/conf/all/forwarding"
+RTPROT_RA = 9  # linux/rtnetlink.h: a route learned from a router advertisement
 IPV6_OVERHEAD = 20  # an IPv6 header is 20 bytes longer than an option-less IPv4 one (RFC 7915)
 TCP_IPV4_HEADERS = 40  # advmss = MTU - IPv4 header - TCP header
 
@@ -194,6 +196,42 @@ def read_only(exc: OSError) -> bool:
     return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
+def plan_ipv6_forwarding(ipr: IPRoute, sysctls: SysctlChanges, uplink: str) -> None:
+    """Plan IPv6 forwarding on (translated packets come in on the TUN and leave on the uplink)
+    so that nothing else of the namespace behaves differently, and restoring puts it all back.
+
+    A namespace that forwards already (a node routing for its pods) is left as it is. Otherwise:
+    - writing all/forwarding sets `default` and every device to the same value, and restoring it
+      sets them all back to 0: the ones that were 1 are recorded first (so restored last);
+    - with forwarding on, accept_ra=1 ignores router advertisements (their processing, RFC 4861
+      §6.3.4, is a host's, not a router's), and switching it on purges the RA-learned default
+      routes of every device whose accept_ra is not 2. So accept_ra=2 (accept even when
+      forwarding) goes in first, on the uplink and on every device holding routes from RAs.
+    """
+    if read_sysctl(IPV6_FORWARDING) == "1":
+        return
+    forwarding_off = []
+    for device in sorted(p.name for p in (PROC_SYS / "net/ipv6/conf").iterdir()):
+        key = f"net/ipv6/conf/{device}/forwarding"
+        if device == "all":
+            continue
+        if read_sysctl(key) == "1":
+            sysctls.keep(key)
+        elif device != "default":
+            forwarding_off.append(device)
+    learning = {uplink}
+    for route in ipr.get_routes(family=socket.AF_INET6, table=254):
+        oif = _attr(route, "RTA_OIF")
+        if route["proto"] == RTPROT_RA and oif is not None:
+            learning.add(str(_attr(ipr.get_links(oif)[0], "IFLA_IFNAME")))
+    for device in sorted(learning.intersection(forwarding_off)):
+        key = f"net/ipv6/conf/{device}/accept_ra"
+        if read_sysctl(key) == "1":
+            # Pods rarely learn routes from RAs (the CNI sets them), so this one is optional.
+            sysctls.plan(key, "2", if_read_only="routes learned from RAs may expire")
+    sysctls.plan(IPV6_FORWARDING, "1")
+
+
 class SysctlChanges:
     """Sysctls we changed, with their original values, restorable in reverse order."""
 
@@ -217,6 +255,11 @@ class SysctlChanges:
         if if_read_only is not None:
             self.optional[key] = if_read_only
         return True
+
+    def keep(self, key: str) -> None:
+        """Record `key`'s value without changing it, so `restore` writes it back: for a value
+        that another key's change (or its restore) overwrites as a side effect."""
+        self.originals.setdefault(key, read_sysctl(key))
 
     def apply(self) -> list[str]:
         """Write the planned values; return warnings for optional ones that could not be."""

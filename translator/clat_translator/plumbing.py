@@ -44,14 +44,18 @@ class Undo(NamedTuple):
     undo: Callable[[], str]
 
 
-TABLE = f"nftables table {nftables.TABLE_FAMILY} {nftables.TABLE_NAME}"
+def table_label(table: str) -> str:
+    """How the log names a table: "nftables table ip6 NAME"."""
+    return f"nftables table {nftables.TABLE_FAMILY} {table}"
 
 
 class PodPlumbing:
-    """The undo list of one run (or of the leftovers of an earlier one)."""
+    """The undo list of one run (or of the leftovers of an earlier one), in the nftables table
+    `table` (`--nft-table`): everything it finds, makes or removes is by its own names only."""
 
-    def __init__(self, log: logging.Logger) -> None:
+    def __init__(self, log: logging.Logger, table: str = nftables.DEFAULT_TABLE) -> None:
         self.log = log
+        self.table = nftables.check_table_name(table)
         self.made: list[Undo] = []
 
     # ---- making ------------------------------------------------------------------------------
@@ -59,7 +63,7 @@ class PodPlumbing:
     def install_table(self, clat_v6: str | None, tun: str, sysctls: netconf.SysctlChanges) -> None:
         """Our nftables table, recording the originals of the planned sysctls (SIGKILL
         recovery); `clat_v6` None = no NAT66."""
-        nftables.install(clat_v6, tun, sysctls.serialize())
+        nftables.install(clat_v6, tun, sysctls.serialize(), self.table)
         self._table_made()
 
     def apply_sysctls(self, sysctls: netconf.SysctlChanges) -> list[str]:
@@ -105,12 +109,15 @@ class PodPlumbing:
                 self.log.error("cleanup of %s: %s", step.what, exc)
 
     @classmethod
-    def leftovers(cls, tun_name: str, log: logging.Logger) -> PodPlumbing:
-        """The undo list of what an earlier run left: its nftables table with the sysctls it
-        recorded, its TUN device (a device of that name that is not a TUN is not ours: see
-        `refuse_foreign_device`)."""
-        found = cls(log)
-        state = nftables.read_state()
+    def leftovers(
+        cls, tun_name: str, log: logging.Logger, table: str = nftables.DEFAULT_TABLE
+    ) -> PodPlumbing:
+        """The undo list of what an earlier run with these names left: its nftables table `table`
+        with the sysctls it recorded, its TUN device `tun_name` (a device of that name that is
+        not a TUN is not ours: see `refuse_foreign_device`). Another CLAT's table and TUN in the
+        same namespace have other names and are never looked at."""
+        found = cls(log, table)
+        state = nftables.read_state(table)
         if state is not None:
             found._table_made()
             sysctls = netconf.SysctlChanges.parse(state)
@@ -130,11 +137,13 @@ class PodPlumbing:
         return found
 
     def _table_made(self) -> None:
-        def remove() -> str:
-            nftables.remove()
-            return f"removed {TABLE}"
+        table = self.table
 
-        self.made.append(Undo(TABLE, remove))
+        def remove() -> str:
+            nftables.remove(table)
+            return f"removed {table_label(table)}"
+
+        self.made.append(Undo(table_label(table), remove))
 
     @staticmethod
     def _restore(sysctls: netconf.SysctlChanges) -> str:

@@ -69,6 +69,7 @@ class RunSettings:
     offload: bool = True  # virtio-net headers, TSO/USO and checksum offload on the TUN
     workers: int | None = 1  # packet loop processes (TUN queues); None = one per usable CPU
     datapath: str = "auto"  # auto | kernel | userspace (the kernel path: bpf/)
+    nft_table: str = "clat_translator"  # our own nftables table (ip6 family), --nft-table
 
 
 class Sidecar:
@@ -86,7 +87,7 @@ class Sidecar:
             self.stats,
             self.stop,
         )
-        self.plumbing = PodPlumbing(self.log)
+        self.plumbing = PodPlumbing(self.log, settings.nft_table)
         self.datapaths: list[Datapath] = []
         self.not_ready_reason = "starting"
         self.failed: str | None = None
@@ -193,7 +194,7 @@ class Sidecar:
     # ---- leftovers and cleanup: one undo list each (plumbing.py) -----------------------------
 
     def _remove_leftovers(self) -> None:
-        leftovers = PodPlumbing.leftovers(self.settings.tun, self.log)
+        leftovers = PodPlumbing.leftovers(self.settings.tun, self.log, self.settings.nft_table)
         if leftovers.made:
             found = ", ".join(step.what for step in leftovers.made)
             leftovers.teardown()
@@ -250,14 +251,9 @@ class Sidecar:
             )
         self.not_ready_reason = "setting up the TUN device"
         sysctls = netconf.SysctlChanges()
-        # IPv6 forwarding: translated packets come in on the TUN and leave on the uplink.
-        sysctls.plan("net/ipv6/conf/all/forwarding", "1")
-        # With forwarding on, accept_ra=1 stops honouring router advertisements: keep an
-        # RA-learned default route alive with 2 (accept even when forwarding).
-        accept_ra = f"net/ipv6/conf/{uplink.name}/accept_ra"
-        if netconf.read_sysctl(accept_ra) == "1":
-            # Pods rarely learn routes from RAs (the CNI sets them), so this one is optional.
-            sysctls.plan(accept_ra, "2", if_read_only="routes learned from RAs may expire")
+        # IPv6 forwarding on, accept_ra kept meaning what it did (a host may depend on RAs)
+        with netconf.netlink() as ipr:
+            netconf.plan_ipv6_forwarding(ipr, sysctls, uplink.name)
         # rp_filter needs no change: every IPv4 source the TUN delivers routes back via the TUN.
         # Record the originals in the namespace before touching anything (SIGKILL recovery).
         plumbing.install_table(self.clat_v6 if self.nat66 else None, settings.tun, sysctls)
