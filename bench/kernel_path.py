@@ -64,6 +64,7 @@ TESTS: dict[str, str] = {
     "ping": "ping at 100/s, median RTT, us",
 }
 NATIVE, USERSPACE, TAYGA = "native IPv6", "clat userspace", "tayga"
+NATIVE_CLAT = "native, CLAT up"  # native IPv6 again while the sidecar's NAT66 table exists
 
 
 def ping_median_us(tb: Testbed, target: str, count: int) -> float:
@@ -142,7 +143,7 @@ def table(names: list[str], results: dict[str, dict[str, list[float]]], s: Setti
         diffs = [a - b for a, b in zip(mine, base, strict=False) if a == a and b == b]
         return statistics.median(diffs) if diffs else None
 
-    ours = [n for n in names if n not in (NATIVE, TAYGA, USERSPACE)]
+    ours = [n for n in names if n not in (NATIVE, NATIVE_CLAT, TAYGA, USERSPACE)]
     header = ["", *names, *(f"{n} / native" for n in ours)]
     rows = []
     for key in s.tests:
@@ -181,6 +182,11 @@ def main() -> int:
     parser.add_argument("--tayga", action="store_true", help="tayga too (ping baseline)")
     parser.add_argument("--no-userspace", action="store_true", help="leave out the userspace path")
     parser.add_argument(
+        "--native-with-clat",
+        action="store_true",
+        help="native IPv6 also while the sidecar runs (its nftables NAT66 brings conntrack)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -208,7 +214,7 @@ def main() -> int:
     counters: dict[str, str] = {}
     tmp = Path(tempfile.mkdtemp(prefix="kernel-path-"))
     names = [NATIVE] + ([TAYGA] if args.tayga else []) + ([] if args.no_userspace else [USERSPACE])
-    names += list(kernels)
+    names += ([NATIVE_CLAT] if args.native_with_clat else []) + list(kernels)
     try:
         with Testbed(NS_PREFIX) as tb:
             server6 = add_native_ipv6_server(tb)
@@ -226,6 +232,8 @@ def main() -> int:
                     sidecar = Sidecar(USERSPACE, "--datapath", "userspace")
                     sidecar.start(tb, tmp)
                     try:
+                        if args.native_with_clat:
+                            measure(tb, NATIVE_CLAT, server6, s, results)
                         if not args.no_userspace:
                             measure(tb, USERSPACE, SERVER4, s, results)
                         for name, obj in kernels.items():

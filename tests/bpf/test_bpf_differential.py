@@ -455,3 +455,23 @@ def test_a_prefix_change_applies_to_the_next_packet(program: BpfProgram) -> None
     verdict, out = run_test_packet(program, request)
     assert verdict == TC_ACT_REDIRECT
     assert IPv6(out).dst == "2001:db8:64::cb00:710a"
+
+
+def test_udp46_userspace_leaves_upstream_udp_to_userspace(program: BpfProgram) -> None:
+    """With the flag, IPv4 UDP passes unchanged (counted as udp-userspace); TCP up and UDP
+    down stay in the kernel, byte-identical to the reference."""
+    config = sidecar_config()
+    translator = Translator(config)
+    kernel = KernelConfig.from_xlat(config, udp46_userspace=True)
+    program.configure(kernel, tun_ifindex=1, l3_offset=14)
+    try:
+        up = bytes(IP(src=CLAT_V4, dst="203.0.113.10", flags=2) / UDP() / Raw(bytes(100)))
+        before = program.counters().passed["udp-userspace"]
+        assert run_test_packet(program, up) == (TC_ACT_OK, up)
+        assert program.counters().passed["udp-userspace"] == before + 1
+        tcp_up = bytes(IP(src=CLAT_V4, dst="203.0.113.10", flags=2) / TCP() / Raw(b"x"))
+        udp_down = bytes(IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6) / UDP() / Raw(bytes(100)))
+        for pkt in (tcp_up, udp_down):
+            assert check(program, translator, pkt) == TC_ACT_REDIRECT
+    finally:
+        program.configure(KernelConfig.from_xlat(config), tun_ifindex=1, l3_offset=14)

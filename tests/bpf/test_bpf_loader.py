@@ -32,7 +32,7 @@ def test_config_layout_is_the_c_struct() -> None:
     total = 0
     for kind, _name, count in re.findall(r"(__u32|__u8) (\w+)(?:\[(\d+)\])?;", body.group(1)):
         total += sizes[kind] * int(count or 1)
-    assert CONFIG.size == total == 72
+    assert CONFIG.size == total == 76
 
 
 def test_the_sidecar_config_converts() -> None:

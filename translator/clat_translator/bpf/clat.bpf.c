@@ -43,7 +43,13 @@ struct clat_config {
 	__u32 ipv4_mtu;         /* next-hop MTU on the IPv4 side */
 	__u32 lowest_ipv6_mtu;  /* DF-clear IPv4 packets bigger than this as IPv6 are fragmented */
 	__u32 df_limit;         /* RFC 7915 §5.1: DF is set on IPv4 packets bigger than this */
+	__u32 flags;            /* CLAT_F_*: what the configuration leaves to userspace */
 };
+
+/* UDP IPv4 -> IPv6 to userspace: its coalescer sends a burst of datagrams as one USO
+ * super-packet through conntrack and every hop after it, faster than one skb per datagram
+ * (docs/performance.md, "Kernel path"). */
+#define CLAT_F_UDP46_USERSPACE 1
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -82,6 +88,7 @@ enum clat_counter {
 	PASS_GSO,               /* a super-packet that cannot be translated whole */
 	PASS_CHECKSUM_EDGE,     /* TCP checksum 0xFFFF where RFC 1624 could give the other zero */
 	PASS_HELPER_ERROR,      /* a helper failed before the packet was changed */
+	PASS_UDP_USERSPACE,     /* UDP IPv4 -> IPv6 with CLAT_F_UDP46_USERSPACE set */
 	DROP_HELPER_ERROR,      /* a helper failed after the packet was changed: dropped */
 	CLAT_COUNTERS,
 };
@@ -363,6 +370,8 @@ static __always_inline int xlat46(struct __sk_buff *skb, const struct clat_confi
 		l4len = (l4[12] >> 4) << 2;
 		csum_at = 16;
 	} else if (proto == IPPROTO_UDP) {
+		if (cfg->flags & CLAT_F_UDP46_USERSPACE)
+			return pass(PASS_UDP_USERSPACE);
 		if (n < 28 || bpf_skb_load_bytes(skb, l3 + 20, l4, 8) < 0)
 			return pass(PASS_LENGTH);
 		if (!l4[6] && !l4[7])

@@ -56,6 +56,7 @@ COUNTERS: tuple[str, ...] = (
     "gso",
     "checksum-edge",
     "helper-error",
+    "udp-userspace",
     "drop-helper-error",
 )
 # Why a packet went to userspace: the counters after the four translated ones, but the drop.
@@ -63,7 +64,8 @@ PASS_REASONS: tuple[str, ...] = COUNTERS[4:-1]
 DROP_REASONS: tuple[str, ...] = ("helper-error",)
 
 # clat.bpf.c `struct clat_config`: host byte order numbers, addresses in network order.
-CONFIG = struct.Struct("=IIII16s16s4s4sIIII")
+CONFIG = struct.Struct("=IIII16s16s4s4sIIIII")
+CLAT_F_UDP46_USERSPACE = 1  # clat.bpf.c: UDP IPv4 -> IPv6 left to userspace (its coalescer)
 
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
@@ -99,6 +101,9 @@ class KernelConfig:
     ipv4_mtu: int = 65535
     lowest_ipv6_mtu: int = 1280
     df_limit: int = DF_LIMIT
+    # UDP IPv4 -> IPv6 to the userspace path, whose coalescer (USO) carries bulk upstream UDP
+    # faster than one skb per datagram; costs the userspace path's latency per datagram.
+    udp46_userspace: bool = False
 
     def __post_init__(self) -> None:
         parse_pool6(self.pool6)  # ValueError naming pool6
@@ -113,7 +118,7 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.clat_v6={self.clat_v6!r}: not IPv6") from None
 
     @classmethod
-    def from_xlat(cls, config: XlatConfig) -> KernelConfig:
+    def from_xlat(cls, config: XlatConfig, udp46_userspace: bool = False) -> KernelConfig:
         """The sidecar's XlatConfig (pool6 + one EAM /32 -> /128); KernelPathUnavailable when it
         uses settings the program does not implement."""
         unsupported = [
@@ -150,6 +155,7 @@ class KernelConfig:
             ipv4_mtu=config.ipv4_mtu,
             lowest_ipv6_mtu=config.lowest_ipv6_mtu,
             df_limit=Context(config).df_limit,
+            udp46_userspace=udp46_userspace,
         )
 
     def pack(self, tun_ifindex: int, l3_offset: int = 0) -> bytes:
@@ -168,6 +174,7 @@ class KernelConfig:
             self.ipv4_mtu,
             self.lowest_ipv6_mtu,
             self.df_limit,
+            CLAT_F_UDP46_USERSPACE if self.udp46_userspace else 0,
         )
 
 
