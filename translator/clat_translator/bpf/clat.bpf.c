@@ -50,6 +50,13 @@ struct clat_config {
  * super-packet through conntrack and every hop after it, faster than one skb per datagram
  * (docs/performance.md, "Kernel path"). */
 #define CLAT_F_UDP46_USERSPACE 1
+/* An IPv6 -> IPv4 super-packet whose full segments take DF and whose last one (1260 bytes or
+ * less) would not (RFC 7915 §5.1) is translated whole, DF on every segment, instead of going
+ * to userspace to be split: it goes to the CLAT's own IPv4 address, where TCP and UDP take
+ * the super-packet whole and no segment of it is ever sent, so the last one's DF is never
+ * seen. Left to userspace, such packets arrive behind the flow's later ones: the reordering
+ * made the sender retransmit ~100x as often (docs/performance.md, "Kernel path"). */
+#define CLAT_F_SUPERPACKET_DF 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -552,7 +559,7 @@ static __always_inline int xlat64(struct __sk_buff *skb, const struct clat_confi
 			return pass(PASS_SIZE);
 		if (full <= cfg->df_limit || (payload <= gso && total <= cfg->df_limit))
 			df = 0;
-		else if (payload <= gso || last > cfg->df_limit)
+		else if (payload <= gso || last > cfg->df_limit || cfg->flags & CLAT_F_SUPERPACKET_DF)
 			df = 1;
 		else
 			return pass(PASS_GSO); /* DF on the full segments, not on the last one */

@@ -66,6 +66,7 @@ DROP_REASONS: tuple[str, ...] = ("helper-error",)
 # clat.bpf.c `struct clat_config`: host byte order numbers, addresses in network order.
 CONFIG = struct.Struct("=IIII16s16s4s4sIIIII")
 CLAT_F_UDP46_USERSPACE = 1  # clat.bpf.c: UDP IPv4 -> IPv6 left to userspace (its coalescer)
+CLAT_F_SUPERPACKET_DF = 2  # clat.bpf.c: a 6->4 super-packet with a small last segment, whole
 
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
@@ -104,6 +105,11 @@ class KernelConfig:
     # UDP IPv4 -> IPv6 to the userspace path, whose coalescer (USO) carries bulk upstream UDP
     # faster than one skb per datagram; costs the userspace path's latency per datagram.
     udp46_userspace: bool = False
+    # An IPv6 -> IPv4 super-packet whose last segment alone would be DF-clear (RFC 7915 §5.1)
+    # is translated whole with DF on every segment: it is delivered to the CLAT's own address
+    # whole, no segment is ever sent. False: such packets go to userspace to be split, and
+    # arrive behind their flow's later packets (reordering, retransmits).
+    superpacket_df: bool = True
 
     def __post_init__(self) -> None:
         parse_pool6(self.pool6)  # ValueError naming pool6
@@ -174,7 +180,8 @@ class KernelConfig:
             self.ipv4_mtu,
             self.lowest_ipv6_mtu,
             self.df_limit,
-            CLAT_F_UDP46_USERSPACE if self.udp46_userspace else 0,
+            (CLAT_F_UDP46_USERSPACE if self.udp46_userspace else 0)
+            | (CLAT_F_SUPERPACKET_DF if self.superpacket_df else 0),
         )
 
 
