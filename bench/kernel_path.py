@@ -109,10 +109,17 @@ def measure(
 
 
 @contextmanager
-def kernel_path(tb: Testbed, obj: Path) -> Iterator[KernelDatapath]:
+def kernel_path(tb: Testbed, obj: Path, udp_userspace: bool = False) -> Iterator[KernelDatapath]:
     with NetNS(tb.pod) as ns:
         mtu = ns.get_links(ifname="eth0")[0].get_attr("IFLA_MTU")
-    config = KernelConfig(pool6=PREFIX, clat_v4="192.0.0.1", clat_v6=CLAT_V6, ipv6_mtu=mtu)
+    config = KernelConfig(
+        pool6=PREFIX,
+        clat_v4="192.0.0.1",
+        clat_v6=CLAT_V6,
+        ipv6_mtu=mtu,
+        udp46_userspace=udp_userspace,
+        udp64_userspace=udp_userspace,
+    )
     path = KernelDatapath("clat", config, object_path=obj)
     with tb.inside(tb.pod):
         path.start()
@@ -187,6 +194,11 @@ def main() -> int:
         help="native IPv6 also while the sidecar runs (its nftables NAT66 brings conntrack)",
     )
     parser.add_argument(
+        "--udp-userspace",
+        action="store_true",
+        help="the built object also with UDP left to userspace (udp46_userspace, udp64_userspace)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -200,12 +212,15 @@ def main() -> int:
     tests = tuple(t for t in args.tests.split(",") if t)
     if unknown := set(tests) - set(TESTS):
         parser.error(f"--tests: unknown {', '.join(sorted(unknown))}")
-    kernels = {"clat kernel": OBJECT_PATH}
+    kernels: dict[str, tuple[Path, bool]] = {}
     for item in args.variant:
         name, _, obj = item.partition("=")
         if not obj or not Path(obj).is_file():
             parser.error(f"--variant {item!r}: NAME=existing object file")
-        kernels[f"kernel {name}"] = Path(obj)
+        kernels[f"kernel {name}"] = (Path(obj), False)
+    kernels["clat kernel"] = (OBJECT_PATH, False)
+    if args.udp_userspace:
+        kernels["kernel, UDP userspace"] = (OBJECT_PATH, True)
     s = Settings(args.seconds, 1, 1, args.pings, tests)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
@@ -236,8 +251,8 @@ def main() -> int:
                             measure(tb, NATIVE_CLAT, server6, s, results)
                         if not args.no_userspace:
                             measure(tb, USERSPACE, SERVER4, s, results)
-                        for name, obj in kernels.items():
-                            with kernel_path(tb, obj) as path:
+                        for name, (obj, udp) in kernels.items():
+                            with kernel_path(tb, obj, udp) as path:
                                 measure(tb, name, SERVER4, s, results)
                                 counters[name] = describe(path.counters())
                     finally:

@@ -475,3 +475,21 @@ def test_udp46_userspace_leaves_upstream_udp_to_userspace(program: BpfProgram) -
             assert check(program, translator, pkt) == TC_ACT_REDIRECT
     finally:
         program.configure(KernelConfig.from_xlat(config), tun_ifindex=1, l3_offset=14)
+
+
+def test_udp64_userspace_leaves_downstream_udp_to_userspace(program: BpfProgram) -> None:
+    config = sidecar_config()
+    translator = Translator(config)
+    kernel = KernelConfig.from_xlat(config, udp64_userspace=True)
+    program.configure(kernel, tun_ifindex=1, l3_offset=14)
+    try:
+        down = bytes(IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6) / UDP() / Raw(bytes(100)))
+        before = program.counters().passed["udp-userspace"]
+        assert run_test_packet(program, down) == (TC_ACT_OK, down)
+        assert program.counters().passed["udp-userspace"] == before + 1
+        udp_up = bytes(IP(src=CLAT_V4, dst="203.0.113.10", flags=2) / UDP() / Raw(bytes(100)))
+        tcp_down = bytes(IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6) / TCP() / Raw(b"x"))
+        for pkt in (udp_up, tcp_down):
+            assert check(program, translator, pkt) == TC_ACT_REDIRECT
+    finally:
+        program.configure(KernelConfig.from_xlat(config), tun_ifindex=1, l3_offset=14)

@@ -96,4 +96,8 @@ def test_the_flags_word_follows_the_settings(
     )
     assert CONFIG.unpack(config.pack(tun_ifindex=7))[-1] == flags
     names = re.findall(r"#define (CLAT_F_\w+) (\d+)", SOURCE.read_text())
-    assert names == [("CLAT_F_UDP46_USERSPACE", "1"), ("CLAT_F_SUPERPACKET_DF", "2")]
+    assert names == [
+        ("CLAT_F_UDP46_USERSPACE", "1"),
+        ("CLAT_F_UDP64_USERSPACE", "4"),
+        ("CLAT_F_SUPERPACKET_DF", "2"),
+    ]

@@ -43,13 +43,15 @@ struct clat_config {
 	__u32 ipv4_mtu;         /* next-hop MTU on the IPv4 side */
 	__u32 lowest_ipv6_mtu;  /* DF-clear IPv4 packets bigger than this as IPv6 are fragmented */
 	__u32 df_limit;         /* RFC 7915 §5.1: DF is set on IPv4 packets bigger than this */
-	__u32 flags;            /* CLAT_F_*: what the configuration leaves to userspace */
+	__u32 flags;            /* CLAT_F_*: which packets go to userspace, and how */
 };
 
 /* UDP IPv4 -> IPv6 to userspace: its coalescer sends a burst of datagrams as one USO
  * super-packet through conntrack and every hop after it, faster than one skb per datagram
  * (docs/performance.md, "Kernel path"). */
 #define CLAT_F_UDP46_USERSPACE 1
+/* The same for UDP IPv6 -> IPv4: the userspace path coalesces downstream datagrams too. */
+#define CLAT_F_UDP64_USERSPACE 4
 /* An IPv6 -> IPv4 super-packet whose full segments take DF and whose last one (1260 bytes or
  * less) would not (RFC 7915 §5.1) is translated whole, DF on every segment, instead of going
  * to userspace to be split: it goes to the CLAT's own IPv4 address, where TCP and UDP take
@@ -95,7 +97,7 @@ enum clat_counter {
 	PASS_GSO,               /* a super-packet that cannot be translated whole */
 	PASS_CHECKSUM_EDGE,     /* TCP checksum 0xFFFF where RFC 1624 could give the other zero */
 	PASS_HELPER_ERROR,      /* a helper failed before the packet was changed */
-	PASS_UDP_USERSPACE,     /* UDP IPv4 -> IPv6 with CLAT_F_UDP46_USERSPACE set */
+	PASS_UDP_USERSPACE,     /* UDP with CLAT_F_UDP46_USERSPACE / CLAT_F_UDP64_USERSPACE set */
 	DROP_HELPER_ERROR,      /* a helper failed after the packet was changed: dropped */
 	CLAT_COUNTERS,
 };
@@ -524,6 +526,8 @@ static __always_inline int xlat64(struct __sk_buff *skb, const struct clat_confi
 		l4len = (l4[12] >> 4) << 2;
 		csum_at = 16;
 	} else if (proto == IPPROTO_UDP) {
+		if (cfg->flags & CLAT_F_UDP64_USERSPACE)
+			return pass(PASS_UDP_USERSPACE);
 		if (n < 48 || bpf_skb_load_bytes(skb, l3 + 40, l4, 8) < 0)
 			return pass(PASS_LENGTH);
 		if (!l4[6] && !l4[7])

@@ -67,6 +67,7 @@ DROP_REASONS: tuple[str, ...] = ("helper-error",)
 CONFIG = struct.Struct("=IIII16s16s4s4sIIIII")
 CLAT_F_UDP46_USERSPACE = 1  # clat.bpf.c: UDP IPv4 -> IPv6 left to userspace (its coalescer)
 CLAT_F_SUPERPACKET_DF = 2  # clat.bpf.c: a 6->4 super-packet with a small last segment, whole
+CLAT_F_UDP64_USERSPACE = 4  # clat.bpf.c: UDP IPv6 -> IPv4 left to userspace
 
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
@@ -105,6 +106,7 @@ class KernelConfig:
     # UDP IPv4 -> IPv6 to the userspace path, whose coalescer (USO) carries bulk upstream UDP
     # faster than one skb per datagram; costs the userspace path's latency per datagram.
     udp46_userspace: bool = False
+    udp64_userspace: bool = False  # the same for UDP IPv6 -> IPv4 (downstream)
     # An IPv6 -> IPv4 super-packet whose last segment alone would be DF-clear (RFC 7915 §5.1)
     # is translated whole with DF on every segment: it is delivered to the CLAT's own address
     # whole, no segment is ever sent. False: such packets go to userspace to be split, and
@@ -124,7 +126,9 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.clat_v6={self.clat_v6!r}: not IPv6") from None
 
     @classmethod
-    def from_xlat(cls, config: XlatConfig, udp46_userspace: bool = False) -> KernelConfig:
+    def from_xlat(
+        cls, config: XlatConfig, udp46_userspace: bool = False, udp64_userspace: bool = False
+    ) -> KernelConfig:
         """The sidecar's XlatConfig (pool6 + one EAM /32 -> /128); KernelPathUnavailable when it
         uses settings the program does not implement."""
         unsupported = [
@@ -162,6 +166,7 @@ class KernelConfig:
             lowest_ipv6_mtu=config.lowest_ipv6_mtu,
             df_limit=Context(config).df_limit,
             udp46_userspace=udp46_userspace,
+            udp64_userspace=udp64_userspace,
         )
 
     def pack(self, tun_ifindex: int, l3_offset: int = 0) -> bytes:
@@ -181,7 +186,8 @@ class KernelConfig:
             self.lowest_ipv6_mtu,
             self.df_limit,
             (CLAT_F_UDP46_USERSPACE if self.udp46_userspace else 0)
-            | (CLAT_F_SUPERPACKET_DF if self.superpacket_df else 0),
+            | (CLAT_F_SUPERPACKET_DF if self.superpacket_df else 0)
+            | (CLAT_F_UDP64_USERSPACE if self.udp64_userspace else 0),
         )
 
 
