@@ -493,3 +493,39 @@ def test_udp64_userspace_leaves_downstream_udp_to_userspace(program: BpfProgram)
             assert check(program, translator, pkt) == TC_ACT_REDIRECT
     finally:
         program.configure(KernelConfig.from_xlat(config), tun_ifindex=1, l3_offset=14)
+
+
+@pytest.mark.parametrize("superpacket_df", [True, False])
+@pytest.mark.parametrize("last", [1, 500, 1208, 1209, 1300])
+def test_a_superpacket_with_a_small_last_segment(
+    program: BpfProgram, superpacket_df: bool, last: int
+) -> None:
+    """A TCP super-packet down (gso_size 1300, a full segment 1352 bytes as IPv4, DF): a last
+    segment of 1260 bytes or less would be DF-clear alone (§5.1). With superpacket_df it is
+    translated whole with DF, the bytes of `translate` on the super-packet as one packet;
+    without, it is passed to userspace unchanged, counted as gso."""
+    config = sidecar_config()
+    kernel = KernelConfig.from_xlat(config)
+    kernel = KernelConfig(**{**kernel.__dict__, "superpacket_df": superpacket_df})
+    program.configure(kernel, tun_ifindex=1, l3_offset=14)
+    try:
+        gso = 1300  # BPF_PROG_TEST_RUN takes at most a page: two segments
+        payload = (bytes(range(256)) * 11)[: gso + last]
+        options = [("NOP", None), ("NOP", None), ("Timestamp", (1, 2))]
+        pkt = bytes(
+            IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6)
+            / TCP(sport=443, dport=40000, flags="A", options=options)
+            / Raw(payload)
+        )
+        small_last = 20 + 32 + last <= 1260
+        before = program.counters().passed["gso"]
+        verdict, out = run_test_packet(program, pkt, gso_size=gso, gso_segs=2)
+        if small_last and not superpacket_df:
+            assert (verdict, out) == (TC_ACT_OK, pkt)
+            assert program.counters().passed["gso"] == before + 1
+            return
+        assert verdict == TC_ACT_REDIRECT
+        assert out[6] & 0x40 and out[4:6] == b"\0\0"  # DF, ID 0 (RFC 6864)
+        assert Translator(config).translate(pkt).out == [out]
+    finally:
+        program.configure(KernelConfig.from_xlat(config), tun_ifindex=1, l3_offset=14)

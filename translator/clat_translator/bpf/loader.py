@@ -69,6 +69,11 @@ CLAT_F_UDP46_USERSPACE = 1  # clat.bpf.c: UDP IPv4 -> IPv6 left to userspace (it
 CLAT_F_SUPERPACKET_DF = 2  # clat.bpf.c: a 6->4 super-packet with a small last segment, whole
 CLAT_F_UDP64_USERSPACE = 4  # clat.bpf.c: UDP IPv6 -> IPv4 left to userspace
 
+# struct __sk_buff (linux/bpf.h, a stable ABI): its size and where gso_segs, gso_size sit
+SKB_CTX_SIZE = 192
+SKB_CTX_GSO_SEGS = 164
+SKB_CTX_GSO_SIZE = 176
+
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
@@ -433,8 +438,9 @@ class BpfProgram:
     def counters(self) -> KernelCounters:
         return KernelCounters.from_values(self.counter_values())
 
-    def test_run(self, frame: bytes) -> tuple[int, bytes]:
-        """BPF_PROG_TEST_RUN on one Ethernet frame: (verdict, the frame afterwards)."""
+    def test_run(self, frame: bytes, gso_size: int = 0, gso_segs: int = 0) -> tuple[int, bytes]:
+        """BPF_PROG_TEST_RUN on one Ethernet frame: (verdict, the frame afterwards). With
+        `gso_size`, the frame is a super-packet (the skb's gso_size and gso_segs set)."""
         data_in = ctypes.create_string_buffer(frame, len(frame))
         data_out = ctypes.create_string_buffer(len(frame) + 256)
         opts = _TestRunOpts(
@@ -445,6 +451,13 @@ class BpfProgram:
             data_size_out=len(data_out),
             repeat=1,
         )
+        if gso_size:
+            ctx = bytearray(SKB_CTX_SIZE)  # struct __sk_buff: only these two may be set here
+            struct.pack_into("=I", ctx, SKB_CTX_GSO_SEGS, gso_segs)
+            struct.pack_into("=I", ctx, SKB_CTX_GSO_SIZE, gso_size)
+            ctx_in = ctypes.create_string_buffer(bytes(ctx), len(ctx))
+            opts.ctx_in = ctypes.cast(ctx_in, ctypes.c_void_p)
+            opts.ctx_size_in = len(ctx)
         if self._lib.bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(opts)) < 0:
             err = ctypes.get_errno()
             raise OSError(err, _errno_reason(err, "BPF_PROG_TEST_RUN"))
@@ -606,8 +619,11 @@ class KernelDatapath:
             program.close()
 
 
-def run_test_packet(program: BpfProgram, packet: bytes) -> tuple[int, bytes]:
-    """The program's verdict on one IP packet (in an Ethernet frame) and the IP packet after it."""
+def run_test_packet(
+    program: BpfProgram, packet: bytes, gso_size: int = 0, gso_segs: int = 0
+) -> tuple[int, bytes]:
+    """The program's verdict on one IP packet (in an Ethernet frame) and the IP packet after it;
+    with `gso_size`, as a super-packet."""
     ethertype = b"\x86\xdd" if packet and packet[0] >> 4 == 6 else b"\x08\x00"
-    verdict, frame = program.test_run(bytes(12) + ethertype + packet)
+    verdict, frame = program.test_run(bytes(12) + ethertype + packet, gso_size, gso_segs)
     return verdict, frame[14:]
