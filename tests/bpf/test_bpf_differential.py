@@ -455,3 +455,77 @@ def test_a_prefix_change_applies_to_the_next_packet(program: BpfProgram) -> None
     verdict, out = run_test_packet(program, request)
     assert verdict == TC_ACT_REDIRECT
     assert IPv6(out).dst == "2001:db8:64::cb00:710a"
+
+
+def test_udp46_userspace_leaves_upstream_udp_to_userspace(program: BpfProgram) -> None:
+    """With the flag, IPv4 UDP passes unchanged (counted as udp-userspace); TCP up and UDP
+    down stay in the kernel, byte-identical to the reference."""
+    config = sidecar_config()
+    translator = Translator(config)
+    kernel = KernelConfig.from_xlat(config, udp46_userspace=True)
+    program.configure(kernel, tun_ifindex=1, l3_offset=14)
+    try:
+        up = bytes(IP(src=CLAT_V4, dst="203.0.113.10", flags=2) / UDP() / Raw(bytes(100)))
+        before = program.counters().passed["udp-userspace"]
+        assert run_test_packet(program, up) == (TC_ACT_OK, up)
+        assert program.counters().passed["udp-userspace"] == before + 1
+        tcp_up = bytes(IP(src=CLAT_V4, dst="203.0.113.10", flags=2) / TCP() / Raw(b"x"))
+        udp_down = bytes(IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6) / UDP() / Raw(bytes(100)))
+        for pkt in (tcp_up, udp_down):
+            assert check(program, translator, pkt) == TC_ACT_REDIRECT
+    finally:
+        program.configure(KernelConfig.from_xlat(config), tun_ifindex=1, l3_offset=14)
+
+
+def test_udp64_userspace_leaves_downstream_udp_to_userspace(program: BpfProgram) -> None:
+    config = sidecar_config()
+    translator = Translator(config)
+    kernel = KernelConfig.from_xlat(config, udp64_userspace=True)
+    program.configure(kernel, tun_ifindex=1, l3_offset=14)
+    try:
+        down = bytes(IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6) / UDP() / Raw(bytes(100)))
+        before = program.counters().passed["udp-userspace"]
+        assert run_test_packet(program, down) == (TC_ACT_OK, down)
+        assert program.counters().passed["udp-userspace"] == before + 1
+        udp_up = bytes(IP(src=CLAT_V4, dst="203.0.113.10", flags=2) / UDP() / Raw(bytes(100)))
+        tcp_down = bytes(IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6) / TCP() / Raw(b"x"))
+        for pkt in (udp_up, tcp_down):
+            assert check(program, translator, pkt) == TC_ACT_REDIRECT
+    finally:
+        program.configure(KernelConfig.from_xlat(config), tun_ifindex=1, l3_offset=14)
+
+
+@pytest.mark.parametrize("superpacket_df", [True, False])
+@pytest.mark.parametrize("last", [1, 500, 1208, 1209, 1300])
+def test_a_superpacket_with_a_small_last_segment(
+    program: BpfProgram, superpacket_df: bool, last: int
+) -> None:
+    """A TCP super-packet down (gso_size 1300, a full segment 1352 bytes as IPv4, DF): a last
+    segment of 1260 bytes or less would be DF-clear alone (§5.1). With superpacket_df it is
+    translated whole with DF, the bytes of `translate` on the super-packet as one packet;
+    without, it is passed to userspace unchanged, counted as gso."""
+    config = sidecar_config()
+    kernel = KernelConfig.from_xlat(config)
+    kernel = KernelConfig(**{**kernel.__dict__, "superpacket_df": superpacket_df})
+    program.configure(kernel, tun_ifindex=1, l3_offset=14)
+    try:
+        gso = 1300  # BPF_PROG_TEST_RUN takes at most a page: two segments
+        payload = (bytes(range(256)) * 11)[: gso + last]
+        options = [("NOP", None), ("NOP", None), ("Timestamp", (1, 2))]
+        pkt = bytes(
+            IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6)
+            / TCP(sport=443, dport=40000, flags="A", options=options)
+            / Raw(payload)
+        )
+        small_last = 20 + 32 + last <= 1260
+        before = program.counters().passed["gso"]
+        verdict, out = run_test_packet(program, pkt, gso_size=gso, gso_segs=2)
+        if small_last and not superpacket_df:
+            assert (verdict, out) == (TC_ACT_OK, pkt)
+            assert program.counters().passed["gso"] == before + 1
+            return
+        assert verdict == TC_ACT_REDIRECT
+        assert out[6] & 0x40 and out[4:6] == b"\0\0"  # DF, ID 0 (RFC 6864)
+        assert Translator(config).translate(pkt).out == [out]
+    finally:
+        program.configure(KernelConfig.from_xlat(config), tun_ifindex=1, l3_offset=14)

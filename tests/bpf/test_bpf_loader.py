@@ -32,7 +32,7 @@ def test_config_layout_is_the_c_struct() -> None:
     total = 0
     for kind, _name, count in re.findall(r"(__u32|__u8) (\w+)(?:\[(\d+)\])?;", body.group(1)):
         total += sizes[kind] * int(count or 1)
-    assert CONFIG.size == total == 72
+    assert CONFIG.size == total == 76
 
 
 def test_the_sidecar_config_converts() -> None:
@@ -78,3 +78,26 @@ def test_a_missing_object_is_a_clear_reason(tmp_path: Path) -> None:
 def test_an_invalid_prefix_is_refused() -> None:
     with pytest.raises(ValueError, match="pool6"):
         KernelConfig(pool6="2001:db8::/33", clat_v4="192.0.0.1", clat_v6="fd00::1")
+
+
+@pytest.mark.parametrize(
+    "udp46_userspace, superpacket_df, flags",
+    [(False, True, 2), (True, True, 3), (False, False, 0), (True, False, 1)],
+)
+def test_the_flags_word_follows_the_settings(
+    udp46_userspace: bool, superpacket_df: bool, flags: int
+) -> None:
+    config = KernelConfig(
+        pool6="64:ff9b::/96",
+        clat_v4="192.0.0.1",
+        clat_v6="fd00:c1a7::1",
+        udp46_userspace=udp46_userspace,
+        superpacket_df=superpacket_df,
+    )
+    assert CONFIG.unpack(config.pack(tun_ifindex=7))[-1] == flags
+    names = re.findall(r"#define (CLAT_F_\w+) (\d+)", SOURCE.read_text())
+    assert names == [
+        ("CLAT_F_UDP46_USERSPACE", "1"),
+        ("CLAT_F_UDP64_USERSPACE", "4"),
+        ("CLAT_F_SUPERPACKET_DF", "2"),
+    ]

@@ -43,7 +43,22 @@ struct clat_config {
 	__u32 ipv4_mtu;         /* next-hop MTU on the IPv4 side */
 	__u32 lowest_ipv6_mtu;  /* DF-clear IPv4 packets bigger than this as IPv6 are fragmented */
 	__u32 df_limit;         /* RFC 7915 §5.1: DF is set on IPv4 packets bigger than this */
+	__u32 flags;            /* CLAT_F_*: which packets go to userspace, and how */
 };
+
+/* UDP IPv4 -> IPv6 to userspace: its coalescer sends a burst of datagrams as one USO
+ * super-packet through conntrack and every hop after it, faster than one skb per datagram
+ * (docs/performance.md, "Kernel path"). */
+#define CLAT_F_UDP46_USERSPACE 1
+/* The same for UDP IPv6 -> IPv4: the userspace path coalesces downstream datagrams too. */
+#define CLAT_F_UDP64_USERSPACE 4
+/* An IPv6 -> IPv4 super-packet whose full segments take DF and whose last one (1260 bytes or
+ * less) would not (RFC 7915 §5.1) is translated whole, DF on every segment, instead of going
+ * to userspace to be split: it goes to the CLAT's own IPv4 address, where TCP and UDP take
+ * the super-packet whole and no segment of it is ever sent, so the last one's DF is never
+ * seen. Left to userspace, such packets arrive behind the flow's later ones: the reordering
+ * made the sender retransmit ~100x as often (docs/performance.md, "Kernel path"). */
+#define CLAT_F_SUPERPACKET_DF 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -82,6 +97,7 @@ enum clat_counter {
 	PASS_GSO,               /* a super-packet that cannot be translated whole */
 	PASS_CHECKSUM_EDGE,     /* TCP checksum 0xFFFF where RFC 1624 could give the other zero */
 	PASS_HELPER_ERROR,      /* a helper failed before the packet was changed */
+	PASS_UDP_USERSPACE,     /* UDP with CLAT_F_UDP46_USERSPACE / CLAT_F_UDP64_USERSPACE set */
 	DROP_HELPER_ERROR,      /* a helper failed after the packet was changed: dropped */
 	CLAT_COUNTERS,
 };
@@ -368,6 +384,8 @@ static __always_inline int xlat46(struct __sk_buff *skb, const struct clat_confi
 		old = ((__u16)l4[16] << 8) | l4[17];
 		barrier_var(old);
 	} else if (proto == IPPROTO_UDP) {
+		if (cfg->flags & CLAT_F_UDP46_USERSPACE)
+			return pass(PASS_UDP_USERSPACE);
 		if (n < 28 || bpf_skb_load_bytes(skb, l3 + 20, l4, 8) < 0)
 			return pass(PASS_LENGTH);
 		if (!l4[6] && !l4[7])
@@ -527,6 +545,8 @@ static __always_inline int xlat64(struct __sk_buff *skb, const struct clat_confi
 		old = ((__u16)l4[16] << 8) | l4[17];
 		barrier_var(old);
 	} else if (proto == IPPROTO_UDP) {
+		if (cfg->flags & CLAT_F_UDP64_USERSPACE)
+			return pass(PASS_UDP_USERSPACE);
 		if (n < 48 || bpf_skb_load_bytes(skb, l3 + 40, l4, 8) < 0)
 			return pass(PASS_LENGTH);
 		if (!l4[6] && !l4[7])
@@ -566,7 +586,7 @@ static __always_inline int xlat64(struct __sk_buff *skb, const struct clat_confi
 			return pass(PASS_SIZE);
 		if (full <= cfg->df_limit || (payload <= gso && total <= cfg->df_limit))
 			df = 0;
-		else if (payload <= gso || last > cfg->df_limit)
+		else if (payload <= gso || last > cfg->df_limit || cfg->flags & CLAT_F_SUPERPACKET_DF)
 			df = 1;
 		else
 			return pass(PASS_GSO); /* DF on the full segments, not on the last one */

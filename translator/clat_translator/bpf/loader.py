@@ -60,6 +60,7 @@ COUNTERS: tuple[str, ...] = (
     "gso",
     "checksum-edge",
     "helper-error",
+    "udp-userspace",
     "drop-helper-error",
 )
 # Why a packet went to userspace: the counters after the four translated ones, but the drop.
@@ -67,7 +68,15 @@ PASS_REASONS: tuple[str, ...] = COUNTERS[4:-1]
 DROP_REASONS: tuple[str, ...] = ("helper-error",)
 
 # clat.bpf.c `struct clat_config`: host byte order numbers, addresses in network order.
-CONFIG = struct.Struct("=IIII16s16s4s4sIIII")
+CONFIG = struct.Struct("=IIII16s16s4s4sIIIII")
+CLAT_F_UDP46_USERSPACE = 1  # clat.bpf.c: UDP IPv4 -> IPv6 left to userspace (its coalescer)
+CLAT_F_SUPERPACKET_DF = 2  # clat.bpf.c: a 6->4 super-packet with a small last segment, whole
+CLAT_F_UDP64_USERSPACE = 4  # clat.bpf.c: UDP IPv6 -> IPv4 left to userspace
+
+# struct __sk_buff (linux/bpf.h, a stable ABI): its size and where gso_segs, gso_size sit
+SKB_CTX_SIZE = 192
+SKB_CTX_GSO_SEGS = 164
+SKB_CTX_GSO_SIZE = 176
 
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
@@ -104,6 +113,15 @@ class KernelConfig:
     ipv4_mtu: int = 65535
     lowest_ipv6_mtu: int = 1280
     df_limit: int = DF_LIMIT
+    # UDP IPv4 -> IPv6 to the userspace path, whose coalescer (USO) carries bulk upstream UDP
+    # faster than one skb per datagram; costs the userspace path's latency per datagram.
+    udp46_userspace: bool = False
+    udp64_userspace: bool = False  # the same for UDP IPv6 -> IPv4 (downstream)
+    # An IPv6 -> IPv4 super-packet whose last segment alone would be DF-clear (RFC 7915 §5.1)
+    # is translated whole with DF on every segment: it is delivered to the CLAT's own address
+    # whole, no segment is ever sent. False: such packets go to userspace to be split, and
+    # arrive behind their flow's later packets (reordering, retransmits).
+    superpacket_df: bool = True
 
     def __post_init__(self) -> None:
         parse_pool6(self.pool6)  # ValueError naming pool6
@@ -118,7 +136,9 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.clat_v6={self.clat_v6!r}: not IPv6") from None
 
     @classmethod
-    def from_xlat(cls, config: XlatConfig) -> KernelConfig:
+    def from_xlat(
+        cls, config: XlatConfig, udp46_userspace: bool = False, udp64_userspace: bool = False
+    ) -> KernelConfig:
         """The sidecar's XlatConfig (pool6 + one EAM /32 -> /128); KernelPathUnavailable when it
         uses settings the program does not implement."""
         unsupported = [
@@ -155,6 +175,8 @@ class KernelConfig:
             ipv4_mtu=config.ipv4_mtu,
             lowest_ipv6_mtu=config.lowest_ipv6_mtu,
             df_limit=Context(config).df_limit,
+            udp46_userspace=udp46_userspace,
+            udp64_userspace=udp64_userspace,
         )
 
     def pack(self, tun_ifindex: int, l3_offset: int = 0) -> bytes:
@@ -173,6 +195,9 @@ class KernelConfig:
             self.ipv4_mtu,
             self.lowest_ipv6_mtu,
             self.df_limit,
+            (CLAT_F_UDP46_USERSPACE if self.udp46_userspace else 0)
+            | (CLAT_F_SUPERPACKET_DF if self.superpacket_df else 0)
+            | (CLAT_F_UDP64_USERSPACE if self.udp64_userspace else 0),
         )
 
 
@@ -425,8 +450,9 @@ class BpfProgram:
     def counters(self) -> KernelCounters:
         return KernelCounters.from_values(self.counter_values())
 
-    def test_run(self, frame: bytes) -> tuple[int, bytes]:
-        """BPF_PROG_TEST_RUN on one Ethernet frame: (verdict, the frame afterwards)."""
+    def test_run(self, frame: bytes, gso_size: int = 0, gso_segs: int = 0) -> tuple[int, bytes]:
+        """BPF_PROG_TEST_RUN on one Ethernet frame: (verdict, the frame afterwards). With
+        `gso_size`, the frame is a super-packet (the skb's gso_size and gso_segs set)."""
         data_in = ctypes.create_string_buffer(frame, len(frame))
         data_out = ctypes.create_string_buffer(len(frame) + 256)
         opts = _TestRunOpts(
@@ -437,6 +463,13 @@ class BpfProgram:
             data_size_out=len(data_out),
             repeat=1,
         )
+        if gso_size:
+            ctx = bytearray(SKB_CTX_SIZE)  # struct __sk_buff: only these two may be set here
+            struct.pack_into("=I", ctx, SKB_CTX_GSO_SEGS, gso_segs)
+            struct.pack_into("=I", ctx, SKB_CTX_GSO_SIZE, gso_size)
+            ctx_in = ctypes.create_string_buffer(bytes(ctx), len(ctx))
+            opts.ctx_in = ctypes.cast(ctx_in, ctypes.c_void_p)
+            opts.ctx_size_in = len(ctx)
         if self._lib.bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(opts)) < 0:
             err = ctypes.get_errno()
             raise OSError(err, _errno_reason(err, "BPF_PROG_TEST_RUN"))
@@ -607,8 +640,11 @@ class KernelDatapath:
             program.close()
 
 
-def run_test_packet(program: BpfProgram, packet: bytes) -> tuple[int, bytes]:
-    """The program's verdict on one IP packet (in an Ethernet frame) and the IP packet after it."""
+def run_test_packet(
+    program: BpfProgram, packet: bytes, gso_size: int = 0, gso_segs: int = 0
+) -> tuple[int, bytes]:
+    """The program's verdict on one IP packet (in an Ethernet frame) and the IP packet after it;
+    with `gso_size`, as a super-packet."""
     ethertype = b"\x86\xdd" if packet and packet[0] >> 4 == 6 else b"\x08\x00"
-    verdict, frame = program.test_run(bytes(12) + ethertype + packet)
+    verdict, frame = program.test_run(bytes(12) + ethertype + packet, gso_size, gso_segs)
     return verdict, frame[14:]
