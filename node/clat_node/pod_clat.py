@@ -208,10 +208,9 @@ class PodClatServer:
         settings, plumbing = self.settings, clat.plumbing
         ipv4_mtu = uplink.mtu - netconf.IPV6_OVERHEAD
         sysctls = netconf.SysctlChanges()
-        sysctls.plan("net/ipv6/conf/all/forwarding", "1")
-        accept_ra = f"net/ipv6/conf/{uplink.name}/accept_ra"
-        if netconf.read_sysctl(accept_ra) == "1":
-            sysctls.plan(accept_ra, "2", if_read_only="routes learned from RAs may expire")
+        # the sidecar's plan: accept_ra=2 before forwarding, so no RA-learned route is lost
+        with netconf.netlink() as ipr:
+            netconf.plan_ipv6_forwarding(ipr, sysctls, uplink.name)
         plumbing.install_table(settings.clat_v6, settings.tun, sysctls)
         for warning in plumbing.apply_sysctls(sysctls):
             clat.notes.append(warning)
