@@ -179,6 +179,8 @@ def _takes64(pkt: bytes, cfg: XlatConfig) -> bool:
         and plen % 4 == 0
         and plen <= ICMP_SUMMED_MAX
         and (_sum16(l4) + pseudo) % 0xFFFF == 0
+        # an ICMPv4 message summing to 0 mod 0xFFFF: all zero (field 0xFFFF) or not (0x0000)
+        and (((8 if l4[0] == 128 else 0) << 8 | l4[1]) + _sum16(l4[4:])) % 0xFFFF != 0
     )
 
 
@@ -432,7 +434,9 @@ def test_df_clear_identifications_vary(program: BpfProgram) -> None:
     """RFC 7915 §5.1 / RFC 6864: a fresh Identification per DF-clear packet (a small ping
     reply); random like the core's, so not one value over and over."""
     program.configure(KernelConfig.from_xlat(sidecar_config()), tun_ifindex=1, l3_offset=14)
-    reply = bytes(IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6) / ICMPv6EchoReply(data=bytes(56)))
+    reply = bytes(
+        IPv6(src="64:ff9b::cb00:710a", dst=CLAT_V6) / ICMPv6EchoReply(id=7, seq=1, data=bytes(56))
+    )
     idents = set()
     for _ in range(32):
         verdict, out = run_test_packet(program, reply)

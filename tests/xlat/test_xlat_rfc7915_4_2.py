@@ -19,6 +19,7 @@ from xlat_helpers import (
     clat,
     icmp6_message,
     only,
+    parse4,
     parse6,
     refused,
     v4,
@@ -236,3 +237,13 @@ def test_icmp_shorter_than_its_header_is_dropped_silently(size: int, ip: dict[st
     packet = v4(message, proto=1, **ip)
     refused(Translator(XlatConfig(pool6="64:ff9b::/96")).translate(packet), drops.TRUNCATED)
     refused(clat().translate(packet), drops.TRUNCATED)
+
+
+def test_the_translators_own_echo_reply_with_all_zero_words() -> None:
+    """An Echo Request to local_ipv4 with identifier, sequence number and data 0: the reply's
+    words are all zero, so its checksum is 0xFFFF (RFC 1071). Found by the fuzzer."""
+    t = clat(local_ipv4="192.0.0.2")
+    result = t.translate(v4(ICMP(type=8, id=0, seq=0), dst="192.0.0.2"))
+    assert result.drop is None and result.out == []
+    reply = parse4(result.back[0])
+    assert reply[ICMP].type == 0 and reply[ICMP].chksum == 0xFFFF

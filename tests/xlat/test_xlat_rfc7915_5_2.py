@@ -216,3 +216,26 @@ def test_packet_too_big_from_a_jumbo_link_becomes_fragmentation_needed_65535() -
     t = clat(ipv6_mtu=90000, ipv4_mtu=65535)
     out = parse4(only(t.translate(_error(2, 0, (78000).to_bytes(4, "big"), bytes(quoted)))))
     assert (out[ICMP].type, out[ICMP].code, out[ICMP].nexthopmtu) == (3, 4, 65535)
+
+
+@pytest.mark.parametrize("data", [b"", bytes(8), bytes(1)])
+def test_an_all_zero_echo_reply_gets_checksum_ffff(data: bytes) -> None:
+    """§5.2 Echo Reply (129 -> 0) with identifier, sequence number and data all zero: every word
+    of the ICMPv4 message is zero, so its checksum is 0xFFFF (RFC 1071), not the 0x0000 of a
+    sum 0xFFFF. Found by the fuzzer. Twice: the first packet takes the general path, the second
+    the per-address-pair fast path."""
+    t = clat()
+    pkt = v6(ICMPv6EchoReply(id=0, seq=0, data=data))
+    for _ in range(2):
+        out = parse4(only(t.translate(pkt)))
+        assert out[ICMP].type == 0
+        assert out[ICMP].chksum == 0xFFFF
+
+
+def test_a_sum_of_ffff_still_gets_checksum_zero() -> None:
+    """The other zero: an Echo Reply whose words sum to 0xFFFF has checksum field 0x0000."""
+    t = clat()
+    pkt = v6(ICMPv6EchoReply(id=0xFFFF, seq=0))
+    for _ in range(2):
+        out = parse4(only(t.translate(pkt)))
+        assert out[ICMP].chksum == 0x0000

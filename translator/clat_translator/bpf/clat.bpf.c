@@ -95,7 +95,7 @@ enum clat_counter {
 	PASS_UDP_CHECKSUM_ZERO, /* RFC 7915 §4.5: the checksum must be computed */
 	PASS_SIZE,              /* needs fragmentation or an MTU error */
 	PASS_GSO,               /* a super-packet that cannot be translated whole */
-	PASS_CHECKSUM_EDGE,     /* TCP checksum 0xFFFF where RFC 1624 could give the other zero */
+	PASS_CHECKSUM_EDGE,     /* a checksum where RFC 1624 could give the other zero */
 	PASS_HELPER_ERROR,      /* a helper failed before the packet was changed */
 	PASS_UDP_USERSPACE,     /* UDP with CLAT_F_UDP46_USERSPACE / CLAT_F_UDP64_USERSPACE set */
 	DROP_HELPER_ERROR,      /* a helper failed after the packet was changed: dropped */
@@ -621,6 +621,10 @@ static __always_inline int xlat64(struct __sk_buff *skb, const struct clat_confi
 		__u16 c = finish(MOD16 - old + ((__u64)t4 << 8) + (MOD16 - ((__u64)l4[0] << 8)) +
 				 (MOD16 - pseudo));
 
+		/* A residue of 0: a sum of 0xFFFF (field 0) or an all-zero Echo Reply (field 0xFFFF,
+		 * RFC 1071); telling them apart needs the whole message: userspace decides. */
+		if (!c)
+			return pass(PASS_CHECKSUM_EDGE);
 		icmp_head[0] = t4;
 		icmp_head[1] = l4[1];
 		icmp_head[2] = c >> 8;

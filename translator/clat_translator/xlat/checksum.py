@@ -25,6 +25,17 @@ def finish(total: int) -> int:
     return MOD - r if r else 0
 
 
+def finish_icmp4(total: int, type_code: int, rest: bytes | memoryview) -> int:
+    """`finish` for an ICMPv4 message, which has no pseudo-header: its words can all be zero
+    (an Echo Reply with identifier, sequence number and data 0). Their sum is then 0, not 0xFFFF,
+    and the field 0xFFFF (RFC 1071). `type_code` is the message's first word, `rest` what follows
+    the checksum field (read only when the sum is 0 mod 0xFFFF)."""
+    r = total % MOD
+    if r:
+        return MOD - r
+    return 0 if type_code or any(rest) else 0xFFFF
+
+
 def finish_udp(total: int) -> int:
     """As `finish`, but a computed 0x0000 is sent as 0xFFFF (RFC 768, RFC 8200 §8.1)."""
     r = total % MOD

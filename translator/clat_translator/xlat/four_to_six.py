@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from . import drops
-from .checksum import address_delta, finish, finish_udp, pseudo6, sum16
+from .checksum import address_delta, finish, finish_icmp4, finish_udp, pseudo6, sum16
 from .context import Context, TranslateResult, dropped
 from .fragment import FRAG6, ipv6_packets
 from .icmp_tables import (
@@ -64,7 +64,11 @@ def _echo_from_translator(ctx: Context, pkt: bytes, ihl: int, fragmented: bool) 
     ):
         return dropped(drops.TO_TRANSLATOR)
     reply = b"\0" + msg[1:2] + b"\0\0" + msg[4:]
-    reply = reply[:2] + finish(sum16(reply)).to_bytes(2, "big") + reply[4:]
+    reply = (
+        reply[:2]
+        + finish_icmp4(sum16(reply), msg[1], memoryview(reply)[4:]).to_bytes(2, "big")
+        + reply[4:]
+    )
     head = ipv4_header(0, 20 + len(reply), ctx.next_ident(), 0, 64, ICMP, pkt[16:20] + pkt[12:16])
     return TranslateResult([], [head + reply])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from . import drops, four_to_six
-from .checksum import address_delta, finish, pseudo6, sum16
+from .checksum import address_delta, finish, finish_icmp4, pseudo6, sum16
 from .context import Context, TranslateResult, dropped
 from .fragment import FRAG6, ipv4_fragments
 from .icmp_tables import (
@@ -294,7 +294,13 @@ def icmp_6to4(ctx: Context, msg: bytes, addrs6: bytes) -> bytes | str:
             return r
         body = r
     # §5.2: the ICMPv4 checksum has no pseudo-header.
-    return body[:2] + finish(sum16(body)).to_bytes(2, "big") + body[4:]
+    return (
+        body[:2]
+        + finish_icmp4(sum16(body), (body[0] << 8) | body[1], memoryview(body)[4:]).to_bytes(
+            2, "big"
+        )
+        + body[4:]
+    )
 
 
 def _error_6to4(ctx: Context, msg: bytes, mapping: tuple[int, int, int]) -> bytes | str:
@@ -375,7 +381,9 @@ def _inner_6to4(ctx: Context, data: bytes) -> tuple[bytes, bool] | str:
             if len(payload) >= 4 and not fragmented:
                 old = (payload[2] << 8) | payload[3]
                 s16 = 0xFFFF - old + ((t4 - payload[0]) << 8) - pseudo6(data[8:40], ICMPV6, length)
-                head += finish(s16).to_bytes(2, "big")
+                head += finish_icmp4(s16, (t4 << 8) | payload[1], memoryview(payload)[4:]).to_bytes(
+                    2, "big"
+                )
             else:
                 head += payload[2:4]
             payload = head + payload[4:]

@@ -9,7 +9,7 @@ import struct
 from typing import Literal, NamedTuple
 
 from . import drops, four_to_six, six_to_four
-from .checksum import address_delta, finish
+from .checksum import address_delta, finish, finish_icmp4
 from .config import XlatConfig, parse_pool6
 from .context import Context, TranslateResult, dropped
 from .rewrite import IP6_HEAD, ipv4_header, rewrite_46, rewrite_64
@@ -152,7 +152,11 @@ class Translator:
                 return None  # odd length or bad checksum: the general path decides
             t4 = 8 if pkt[40] == 128 else 0
             old = (pkt[42] << 8) | pkt[43]
-            c = finish(0xFFFF - old + ((t4 - pkt[40]) << 8) - pseudo)
+            c = finish_icmp4(
+                0xFFFF - old + ((t4 - pkt[40]) << 8) - pseudo,
+                (t4 << 8) | pkt[41],
+                memoryview(pkt)[44:],
+            )
             ident, flags = self._ident_flags(total)
             return TranslateResult(
                 [
