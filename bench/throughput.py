@@ -1,6 +1,7 @@
 """Throughput of the CLAT in a netns testbed: native IPv6, Debian's tayga as the CLAT, and
-clat-translator's userspace path with offload on and off and its kernel path (tc-eBPF), measured
-in one run and printed as one table.
+clat-translator's userspace path with offload on and off and its kernel path (tc-eBPF), and node
+mode (`clat-node agent` serving the pod after its unprivileged hand-off, bench/node_agent.py),
+measured in one run and printed as one table.
 
     flock /tmp/clat-heavy.lock .venv/bin/python bench/throughput.py [--quick] [--seconds S]
 
@@ -45,6 +46,7 @@ from pyroute2 import NetNS
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.node_agent import NodeAgent  # noqa: E402
 from testbed import Testbed  # noqa: E402
 
 CLAT_TRANSLATOR = str(Path(sys.executable).parent / "clat-translator")
@@ -238,6 +240,39 @@ class Sidecar(Path_):
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+
+
+class Node(Path_):
+    """Node mode: the agent, outside the pod, serves it after the pod handed its namespace over
+    (`clat-node handoff`, unprivileged); the kernel path for the common packets, the agent's
+    one slow path for the rest."""
+
+    name = "clat node"
+    PORT = 19182
+
+    def __init__(self) -> None:
+        self.agent: NodeAgent | None = None
+
+    def start(self, tb: Testbed, tmp: Path) -> None:
+        self.agent = NodeAgent(PREFIX, self.PORT, "--datapath", "kernel")
+        try:
+            self.agent.start()
+            self.agent.serve(tb.pod, "bench-0", tb.addr.pod)
+            wait_for(lambda: ping_ok(tb, SERVER4), "clat-node translating")
+        except BaseException:
+            self.stop(tb)
+            raise
+
+    def pids(self) -> list[int]:
+        return self.agent.pids() if self.agent is not None else []
+
+    def counters(self) -> str:
+        return self.agent.counters() if self.agent is not None else ""
+
+    def stop(self, tb: Testbed) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+            self.agent = None
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -459,6 +494,7 @@ def measure(tb: Testbed, path: Path_, s: Settings) -> dict[str, float]:
 NATIVE, TAYGA = "native IPv6", "tayga"
 CLAT = "clat offload"  # the userspace path's default: the one its targets are about
 KERNEL = "clat kernel"  # --datapath kernel: the tc-eBPF path (userspace for the rest)
+NODE = "clat node"  # the node agent: the same kernel path, the slow path in the agent
 
 
 def table(names: list[str], results: dict[str, dict[str, float]], s: Settings) -> str:
@@ -466,7 +502,7 @@ def table(names: list[str], results: dict[str, dict[str, float]], s: Settings) -
     header = ["", *names, f"{CLAT} / tayga", f"{CLAT} / native"]
     header += [f"{o} / tayga" for o in ours if o != CLAT]
     others = [o for o in ours if o != CLAT]
-    kernel = [KERNEL] if KERNEL in names else []  # its own share of native, last
+    kernel = [k for k in (KERNEL, NODE) if k in names]  # their own share of native, last
     header += [f"{k} / native" for k in kernel]
 
     def value(name: str, key: str) -> float | None:
@@ -570,7 +606,7 @@ def sidecar_counters(tb: Testbed) -> str:
     return " ".join(found)
 
 
-PATHS = ("native", "tayga", "offload", "no-offload", "workers", "kernel")
+PATHS = ("native", "tayga", "offload", "no-offload", "workers", "kernel", "node")
 USERSPACE = ("--datapath", "userspace")  # auto would take the kernel path where it loads
 
 
@@ -584,6 +620,7 @@ def make_paths(server6: str, workers: int) -> dict[str, Path_]:
             f"clat offload, {workers} workers", *USERSPACE, "--workers", str(workers)
         ),
         "kernel": Sidecar(KERNEL, "--datapath", "kernel"),
+        "node": Node(),
     }
 
 
@@ -633,6 +670,8 @@ def main() -> int:
                         results[path.name] = measure(tb, path, s)
                         if isinstance(path, Sidecar):
                             counters[path.name] = sidecar_counters(tb)
+                        elif isinstance(path, Node):
+                            counters[path.name] = path.counters()
                     finally:
                         path.stop(tb)
     except KeyboardInterrupt:
