@@ -16,10 +16,11 @@ class _Formatter(logging.Formatter):
         super().__init__("%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
 
 
-def setup(level: int = logging.INFO) -> logging.Logger:
+def setup(level: int = logging.INFO, name: str = LOGGER_NAME) -> logging.Logger:
+    """Logger `name` writes one line per event to stderr (the node agent uses its own name)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
-    log = logging.getLogger(LOGGER_NAME)
+    log = logging.getLogger(name)
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
