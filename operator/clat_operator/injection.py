@@ -13,13 +13,14 @@ import dataclasses
 import enum
 import ipaddress
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from clat_operator import contract, validation
 from clat_operator.config import ClatMode, Config, SecurityMode
 
 Pod = Mapping[str, Any]
+T = TypeVar("T")
 
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -228,29 +229,23 @@ def sidecar_settings(pod: Pod, config: Config, runtime: Runtime) -> SidecarSetti
     if prefix and prefix_network is None:
         prefix_network = ipaddress.IPv6Network(prefix)
 
-    mtu = config.mtu
-    if contract.ANNOTATION_MTU in notes:
-        raw = notes[contract.ANNOTATION_MTU]
+    def checked(annotation: str, parse: Callable[[str], T]) -> T | None:
+        """The annotation's parsed value, None when absent; a bad value joins `problems`."""
+        if annotation not in notes:
+            return None
         try:
-            mtu = validation.mtu(raw)
+            return parse(notes[annotation])
         except ValueError as e:
-            problems.append(_bad(contract.ANNOTATION_MTU, raw, e))
+            problems.append(_bad(annotation, notes[annotation], e))
+            return None
 
-    v6 = None
-    if contract.ANNOTATION_V6_ADDRESS in notes:
-        raw = notes[contract.ANNOTATION_V6_ADDRESS]
-        try:
-            v6 = str(validation.v6_address(raw, prefix_network))
-        except ValueError as e:
-            problems.append(_bad(contract.ANNOTATION_V6_ADDRESS, raw, e))
-
-    datapath = None
-    if contract.ANNOTATION_DATAPATH in notes:
-        raw = notes[contract.ANNOTATION_DATAPATH]
-        try:
-            datapath = validation.datapath(raw)
-        except ValueError as e:
-            problems.append(_bad(contract.ANNOTATION_DATAPATH, raw, e))
+    mtu = checked(contract.ANNOTATION_MTU, validation.mtu)
+    if mtu is None:
+        mtu = config.mtu
+    v6 = checked(
+        contract.ANNOTATION_V6_ADDRESS, lambda raw: str(validation.v6_address(raw, prefix_network))
+    )
+    datapath = checked(contract.ANNOTATION_DATAPATH, validation.datapath)
 
     if problems:
         raise InvalidAnnotations(problems)
