@@ -19,7 +19,8 @@ def sum16(data: bytes | bytearray | memoryview) -> int:
 def finish(total: int) -> int:
     """The checksum field for a one's complement sum given mod 0xFFFF (RFC 1071).
 
-    A residue of 0 stands for the sum 0xFFFF (data is never all zero here), giving 0x0000.
+    A residue of 0 stands for the sum 0xFFFF, giving 0x0000: right whenever a pseudo-header is
+    summed in (never all zero); ICMPv4 has none and uses `finish_icmp4`.
     """
     r = total % MOD
     return MOD - r if r else 0
