@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.node_agent import NodeAgent  # noqa: E402
+from bench.throughput import memory_kib  # noqa: E402
 from testbed.topology import synthesize  # noqa: E402
 
 PREFIX = "2001:db8:64::/96"
@@ -77,17 +78,6 @@ def make_pod(n: int) -> None:
         eth0 = pod.link_lookup(ifname="eth0")[0]
         pod.addr("add", index=eth0, address=pod_address(n), prefixlen=64, flags=IFA_F_NODAD)
         pod.route("add", dst="::", dst_len=0, gateway=f"2001:db8:100:{n:x}::1", family=10)
-
-
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in KiB."""
-    rss = pss = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            rss = int(line.split()[1])
-        elif line.startswith("Pss:"):
-            pss = int(line.split()[1])
-    return rss, pss
 
 
 def ping(n: int) -> bool:
